@@ -1,0 +1,104 @@
+"""Authorization: Casbin RBAC over the policy stored in the database (API.md section 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from casbin import AsyncEnforcer
+from casbin_async_sqlalchemy_adapter import Adapter
+from fastapi import Depends, Request
+from sqlalchemy import and_, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from outreach.auth.models import CasbinRule
+from outreach.auth.principal import AuthPrincipal, current_principal
+from outreach.core.errors import Forbidden
+
+MODEL_PATH = Path(__file__).with_name("model.conf")
+
+log = structlog.get_logger("outreach.auth")
+
+# API.md section 7. The seed only ever adds missing rules: operator-added rows are kept, and
+# the adapter's remove_policies is never used (it deletes more rows than asked).
+SEED_POLICY: tuple[tuple[str, str, str], ...] = (
+    *(("OWNER", "inquiries", a) for a in ("read", "update", "delete", "restore")),
+    *(
+        ("OWNER", "subscribers", a)
+        for a in ("read", "create", "update", "delete", "restore", "export")
+    ),
+    ("OWNER", "statistics", "read"),
+    *(("EMPLOYEE", "inquiries", a) for a in ("read", "update")),
+    *(("EMPLOYEE", "subscribers", a) for a in ("read", "create", "update")),
+    ("EMPLOYEE", "statistics", "read"),
+    ("CASHIER", "inquiries", "read"),
+    *(("CASHIER", "subscribers", a) for a in ("read", "create")),
+)
+
+
+async def seed_policy(conn: AsyncConnection) -> int:
+    """Insert the rules of SEED_POLICY that are missing; returns how many were added."""
+    table = CasbinRule.__table__
+    existing = await conn.execute(
+        select(table.c.v0, table.c.v1, table.c.v2).where(
+            and_(table.c.ptype == "p", table.c.v3.is_(None))
+        )
+    )
+    have = {tuple(row) for row in existing}
+    missing = [rule for rule in SEED_POLICY if rule not in have]
+    if missing:
+        await conn.execute(
+            insert(table), [{"ptype": "p", "v0": s, "v1": o, "v2": a} for s, o, a in missing]
+        )
+    log.info("Policy seeded", added=len(missing), rules=len(SEED_POLICY))
+    return len(missing)
+
+
+class Authorizer:
+    """The in-memory Casbin enforcer, loaded from the database at start and on reload()."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._enforcer = AsyncEnforcer(str(MODEL_PATH), Adapter(engine))
+        self._roles_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    async def load(self) -> None:
+        await self._enforcer.load_policy()
+        self._roles_cache.clear()
+
+    def allowed(self, roles: Iterable[str], resource: str, action: str) -> bool:
+        return any(self._enforcer.enforce(role, resource, action) for role in roles)
+
+    def roles_that_may(self, resource: str, action: str) -> tuple[str, ...]:
+        """Every role the policy lets do `action` on `resource` (realtime rooms come from this)."""
+        key = (resource, action)
+        cached = self._roles_cache.get(key)
+        if cached is None:
+            names = set(self._enforcer.get_all_subjects()) | set(self._enforcer.get_all_roles())
+            names |= {rule[0] for rule in self._enforcer.get_grouping_policy()}
+            cached = tuple(sorted(n for n in names if self._enforcer.enforce(n, resource, action)))
+            self._roles_cache[key] = cached
+        return cached
+
+
+def get_authorizer(request: Request) -> Authorizer:
+    authorizer: Authorizer = request.app.state.authorizer
+    return authorizer
+
+
+def require(resource: str, action: str) -> Any:
+    """Dependency: the caller's token must carry a role allowed `action` on `resource`."""
+
+    async def dependency(
+        principal: AuthPrincipal = Depends(current_principal),
+        authorizer: Authorizer = Depends(get_authorizer),
+    ) -> AuthPrincipal:
+        if not authorizer.allowed(principal.roles, resource, action):
+            raise Forbidden(f"Your role may not {action} {resource}")
+        return principal
+
+    dependency.__name__ = f"require_{resource}_{action}"
+    return Depends(dependency)
+
+

@@ -1,0 +1,46 @@
+"""Who is calling: the verified bearer token of an admin request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from outreach.auth.jwks import InvalidToken, TokenVerifier, unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPrincipal:
+    sub: str
+    roles: tuple[str, ...]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return token.strip()
+
+
+async def authenticate(verifier: TokenVerifier, token: str | None) -> AuthPrincipal:
+    """Verify a token (HTTP and Socket.IO share this); raises Unauthorized or AuthUnavailable."""
+    if token is None:
+        raise unauthorized("missing", token_given=False)
+    if not token:
+        raise unauthorized("malformed authorization header", token_given=True)
+    try:
+        verified = await verifier.verify(token)
+    except InvalidToken as exc:
+        raise unauthorized(str(exc), token_given=True) from None
+    return AuthPrincipal(sub=verified.sub, roles=verified.roles)
+
+
+async def current_principal(request: Request) -> AuthPrincipal:
+    verifier: TokenVerifier = request.app.state.verifier
+    return await authenticate(verifier, bearer_token(request.headers.get("authorization")))
+
+
+Principal = Annotated[AuthPrincipal, Depends(current_principal)]

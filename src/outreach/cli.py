@@ -1,0 +1,126 @@
+"""The `outreach` command: serve, migrate, seed, openapi, dev-token."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+
+from outreach.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Outreach service")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"outreach: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Default PORT or 3000")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
+) -> None:
+    """Run the HTTP + Socket.IO server."""
+    import uvicorn
+
+    from outreach.core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if workers > 1 and settings.worker_id != "auto":
+        typer.echo(
+            "outreach: --workers > 1 needs APP_ENV_NODE_ID=auto (with REDIS_URL) so every "
+            "worker gets its own Snowflake worker id",
+            err=True,
+        )
+        raise typer.Exit(2)
+    uvicorn.run(
+        "outreach.main:serve_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,  # client IPs come from TRUSTED_PROXIES only (core/client.py)
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_drain_seconds),
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        ws="websockets",
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the schema to the newest migration, then run the idempotent seed."""
+    from outreach.core.logging import configure_logging
+    from outreach.core.migrate import migrate as run
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    added = asyncio.run(run(settings))
+    typer.echo(f"migrated; {added} policy rule(s) added")
+
+
+@app.command()
+def seed() -> None:
+    """Run the idempotent seed (authorization policy) alone."""
+    from outreach.core.logging import configure_logging
+    from outreach.core.migrate import migrate as run
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    added = asyncio.run(run(settings, seed_only=True))
+    typer.echo(f"seeded; {added} policy rule(s) added")
+
+
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI document."""
+    from outreach.main import create_app
+
+    document = create_app(_settings()).openapi()
+    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command("dev-token")
+def dev_token(
+    role: Annotated[list[str], typer.Option(help="Role; repeat for several")],
+    sub: Annotated[str, typer.Option(help="Subject (user id)")] = "dev-user",
+    ttl: Annotated[int, typer.Option(min=1, max=30 * 86400, help="Seconds")] = 3600,
+) -> None:
+    """Development only: mint a token signed with the local key under ./var/."""
+    from outreach.auth.devkeys import load_or_create_key, mint_token
+
+    settings = _settings()
+    if settings.production or settings.jwks_url:
+        typer.echo(
+            "outreach: dev-token is for development without JWKS_URL; tokens come from the "
+            "identity service here",
+            err=True,
+        )
+        raise typer.Exit(2)
+    key = load_or_create_key(settings.var_dir)
+    typer.echo(
+        mint_token(
+            key,
+            sub=sub,
+            roles=[r.upper() for r in role],
+            ttl=ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+
+
+def main() -> None:
+    app()

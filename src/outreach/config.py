@@ -1,0 +1,218 @@
+"""Settings from the environment (API.md section 8), with `_FILE` variants for mounted secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from outreach.core.ids import parse_worker_id
+
+# Variables that may instead name a file holding the value (Kubernetes Secret mounts).
+SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DATABASE_PASSWORD", "REDIS_PASSWORD")
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+
+
+class ConfigError(Exception):
+    """Raised for a configuration the service refuses to start with; the message is one line."""
+
+
+def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
+    for name in SECRET_VARIABLES:
+        file_var = f"{name}_FILE"
+        path = os.environ.get(file_var)
+        key = name.lower()
+        if path and not values.get(key):
+            try:
+                values[key] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{file_var}={path} cannot be read: {exc.strerror}") from None
+    return values
+
+
+def _with_password(url: str, password: SecretStr | None) -> str:
+    """Put a separately supplied password into a URL that has none."""
+    if not password or not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    if ":" in userinfo:
+        return url
+    from urllib.parse import quote
+
+    return f"{scheme}://{userinfo}:{quote(password.get_secret_value(), safe='')}@{host}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
+
+    app_env: Literal["development", "production", "test"] = "development"
+    app_env_node_id: str = "10"
+    base_path: str = "/v1/api/outreach"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+
+    database_url: SecretStr | None = None
+    database_password: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    redis_password: SecretStr | None = None
+
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    metrics_enabled: bool = False
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+
+    cors_allow_origins: Annotated[list[str], NoDecode] = []
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    public_base_url: str = "http://127.0.0.1:3000"
+    app_timezone: str = "UTC"
+    rate_limit_public: str | None = None
+
+    # Where local state lives in development: the SQLite file and the development signing key.
+    var_dir: Path = Path("var")
+    # Database pool size per process (PostgreSQL).
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # How long shutdown waits for in-flight requests before closing connections.
+    shutdown_drain_seconds: float = Field(default=20.0, ge=0, le=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return _read_secret_files(data)
+        return data
+
+    @field_validator("log_level", "log_format", "app_env", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_allow_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        value = "/" + value.strip().strip("/")
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("BASE_PATH must be a path such as /v1/api/outreach")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("app_env_node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        parse_worker_id(value)
+        return value.strip().lower()
+
+    @field_validator("app_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"APP_TIMEZONE {value!r} is not an IANA time zone") from None
+        return value
+
+    @field_validator("rate_limit_public")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() in {"off", "false", "0"}:
+            return None
+        if not _RATE.match(value):
+            raise ValueError("RATE_LIMIT_PUBLIC must look like 20/minute (second|minute|hour|day)")
+        return value.strip()
+
+    # Derived values -----------------------------------------------------------------------
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def worker_id(self) -> int | Literal["auto"]:
+        return parse_worker_id(self.app_env_node_id)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in SQLAlchemy's async form (asyncpg or aiosqlite)."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.var_dir / 'outreach.db').as_posix()}"
+        url = _with_password(self.database_url.get_secret_value(), self.database_password)
+        for prefix in ("postgresql://", "postgres://", "postgresql+asyncpg://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        if url.startswith("sqlite"):
+            return url.replace("sqlite://", "sqlite+aiosqlite://", 1) if "+" not in url else url
+        raise ValueError("DATABASE_URL must be postgresql://... or sqlite:///...")
+
+    @property
+    def redis_dsn(self) -> str | None:
+        if self.redis_url is None or not self.redis_url.get_secret_value():
+            return None
+        return _with_password(self.redis_url.get_secret_value(), self.redis_password)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.sqlalchemy_url.startswith("postgresql")
+
+    def check_production(self) -> None:
+        """Refuse the embedded development defaults in production."""
+        if not self.production:
+            return
+        missing = [
+            name
+            for name, value in (("DATABASE_URL", self.database_url), ("JWKS_URL", self.jwks_url))
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"APP_ENV=production refuses the embedded defaults: set {' and '.join(missing)}"
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_settings() -> Settings:
+    """Settings for a process about to start: one clear line on any problem."""
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            parts = [f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in errors()]
+            raise ConfigError("invalid configuration: " + "; ".join(parts)) from None
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    settings.check_production()
+    return settings

@@ -1,0 +1,291 @@
+"""Problem details (RFC 9457): one exception hierarchy, one renderer, every failure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from outreach.core.context import request_id_var
+
+PROBLEM_BASE = "https://outreach.example/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+log = structlog.get_logger("outreach.errors")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every error answer."""
+
+    model_config = ConfigDict(json_schema_extra={"description": "RFC 9457 problem details"})
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    requestId: str  # noqa: N815 - wire name
+    errors: list[FieldError] | None = None
+
+
+class OutreachError(Exception):
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+    headers: dict[str, str] | None = None
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Sequence[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = list(errors) if errors is not None else None
+        if headers is not None:
+            self.headers = headers
+
+
+class BadRequest(OutreachError):
+    status, slug, title = 400, "malformed-request", "Malformed request"
+
+
+class Unauthorized(OutreachError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(OutreachError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(OutreachError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(OutreachError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class EmailTaken(Conflict):
+    slug, title = "email-taken", "Email already subscribed"
+
+
+class InvalidTransition(Conflict):
+    slug, title = "invalid-transition", "Invalid status transition"
+
+
+class IdempotencyInFlight(Conflict):
+    slug, title = "idempotency-in-flight", "A request with this Idempotency-Key is still running"
+
+
+class PayloadTooLarge(OutreachError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class UnsupportedMediaType(OutreachError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+class ValidationFailed(OutreachError):
+    status, slug, title = 422, "validation-failed", "Validation failed"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused with another body"
+
+
+class RateLimited(OutreachError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class Unavailable(OutreachError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+    headers = {"Retry-After": "5"}
+
+
+class AuthUnavailable(Unavailable):
+    slug, title = "auth-unavailable", "Identity service unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    slug, title = "database-unavailable", "Database unavailable"
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    errors: Sequence[tuple[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "requestId": request_id_var.get(),
+    }
+    if errors is not None:
+        body["errors"] = [{"field": f, "message": m} for f, m in errors]
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def error_response(exc: OutreachError) -> Response:
+    return problem_response(
+        exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors, headers=exc.headers
+    )
+
+
+def _field(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in errors:
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        elif err.get("type") == "missing":
+            message = "field required"
+        out.append((_field(err.get("loc", ())), message))
+    return out
+
+
+def _is_json_error(errors: Sequence[Any]) -> bool:
+    return any(e.get("type") == "json_invalid" for e in errors)
+
+
+async def _on_outreach_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OutreachError)
+    return error_response(exc)
+
+
+async def _on_validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if _is_json_error(errors):
+        return error_response(BadRequest("The body is not valid JSON"))
+    return error_response(
+        ValidationFailed("The request has invalid fields", errors=validation_errors(errors))
+    )
+
+
+_HTTP_SLUGS = {
+    400: ("malformed-request", "Malformed request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported content type"),
+}
+
+
+async def _on_http(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+
+
+async def _on_integrity(_: Request, exc: Exception) -> Response:
+    # A unique index the service did not expect to hit: a race between two writers.
+    log.warning("Integrity conflict", error=type(exc).__name__)
+    return error_response(Conflict("The change conflicts with existing data"))
+
+
+async def _on_database(_: Request, exc: Exception) -> Response:
+    log.error("Database unavailable", error=type(exc).__name__, reason=str(exc).split("\n")[0])
+    return error_response(DatabaseUnavailable("The database did not answer; try again shortly"))
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Connection-level failures (refused, reset, timed out), as opposed to bad SQL."""
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    name = type(exc).__name__
+    return name in {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "ConnectionFailureError",
+        "InterfaceError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+    } or any(
+        isinstance(exc, _outage) for _outage in _asyncpg_outage_types()
+    )
+
+
+def _asyncpg_outage_types() -> tuple[type[BaseException], ...]:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return ()
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.AdminShutdownError,
+    )
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> Response:
+    if is_database_outage(exc):
+        return await _on_database(_, exc)
+    log.exception("Unhandled error", error=type(exc).__name__)
+    return error_response(OutreachError("An unexpected error occurred"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OutreachError, _on_outreach_error)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(IntegrityError, _on_integrity)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry for a route: each error it can answer, as problem+json."""
+    descriptions = {
+        400: "Malformed JSON",
+        401: "No or invalid token",
+        403: "The role may not do this",
+        404: "Unknown or deleted",
+        409: "Conflict",
+        413: "Body larger than 64 KiB",
+        415: "Wrong content type",
+        422: "Validation failed",
+        429: "Over the rate limit",
+        503: "A dependency is unavailable",
+    }
+    return {
+        s: {
+            "description": descriptions.get(s, "Error"),
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }

@@ -1,0 +1,101 @@
+"""The one pure-ASGI middleware: request id, body limit, access log line and HTTP metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from outreach.core.context import request_id_var
+from outreach.core.errors import PayloadTooLarge, error_response
+from outreach.core.metrics import Metrics
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_BODY = 64 * 1024
+
+access_log = structlog.get_logger("outreach.access")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    # Unmatched paths are one label, never the raw path (ids, tokens, scanners' junk).
+    return str(path) if path else "unmatched"
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics | None = None, max_body: int = MAX_BODY
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        rid = given.decode("latin-1") if given else ""
+        if not REQUEST_ID.fullmatch(rid):
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        rid_header = (b"x-request-id", rid.encode())
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            length = _header(scope, b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                response = error_response(PayloadTooLarge("The body may be at most 64 KiB"))
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_template(scope)
+            method = scope["method"]
+            if self.metrics is not None:
+                self.metrics.http_requests.labels(method, route, str(status)).inc()
+                self.metrics.http_duration.labels(method, route).observe(elapsed)
+            access_log.info(
+                "request",
+                method=method,
+                route=route,
+                status=status,
+                durationMs=round(elapsed * 1000, 2),
+            )
+            request_id_var.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count streamed (chunked) bodies too: past the limit reading the body raises 413."""
+        received = 0
+        limit = self.max_body
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge("The body may be at most 64 KiB")
+            return message
+
+        return wrapped

@@ -1,0 +1,150 @@
+"""Idempotency-Key for the creating public POSTs (API.md section 4), kept in the database.
+
+A key is claimed in its own committed transaction, so every replica sees it while the first
+request still runs (409). The work and the stored answer commit together. A claim left by a
+process that died is taken over once it is older than STALE_AFTER.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Header
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from outreach.core.errors import IdempotencyInFlight, IdempotencyKeyReused
+from outreach.core.fastdb import FastConn, FastDB
+from outreach.core.models import IdempotencyKey
+from outreach.db import utcnow
+
+TTL = timedelta(hours=24)
+STALE_AFTER = timedelta(seconds=60)
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x20-\x7E]{1,255}$",
+        description="1..255 printable ASCII characters; the same key and body within 24 h "
+        "answers the first response again with `Idempotent-Replayed: true`",
+    ),
+]
+
+_t = IdempotencyKey.__table__
+
+
+def _claim(insert: Any) -> Any:
+    return (
+        insert(_t)
+        .values(
+            scope=bindparam("scope"),
+            key=bindparam("key"),
+            request_hash=bindparam("request_hash"),
+            state="running",
+            created_at=bindparam("now"),
+            expires_at=bindparam("expires_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(_t.c.key)
+    )
+
+
+_CLAIM = {"postgresql": _claim(postgresql.insert), "sqlite": _claim(sqlite.insert)}
+_WHERE_KEY = (_t.c.scope == bindparam("scope")) & (_t.c.key == bindparam("key"))
+_FIND = select(
+    _t.c.request_hash, _t.c.state, _t.c.response_status, _t.c.response_body, _t.c.created_at,
+    _t.c.expires_at,
+).where(_WHERE_KEY)
+_TAKE_OVER = (
+    update(_t)
+    .where(_WHERE_KEY, _t.c.state == "running", _t.c.created_at < bindparam("stale_before"))
+    .values(created_at=bindparam("now"), request_hash=bindparam("request_hash"))
+    .returning(_t.c.key)
+)
+_DROP_EXPIRED = delete(_t).where(_WHERE_KEY, _t.c.expires_at <= bindparam("now"))
+_RELEASE = delete(_t).where(_WHERE_KEY, _t.c.state == "running")
+_COMPLETE = (
+    update(_t)
+    .where(_WHERE_KEY)
+    .values(state="done", response_status=bindparam("status"), response_body=bindparam("body"))
+)
+_PURGE = delete(_t).where(_t.c.expires_at <= bindparam("now"))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: bytes
+    replayed: bool
+
+
+def request_hash(payload: Any) -> str:
+    """The body as validated, canonically serialized: whitespace and key order do not matter."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+Work = Callable[[FastConn], Awaitable[tuple[int, bytes]]]
+
+
+async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome | None:
+    """None when this request now holds the key; else the answer to give instead."""
+    for _ in range(2):
+        now = utcnow()
+        params = {"scope": scope, "key": key, "request_hash": digest, "now": now,
+                  "expires_at": now + TTL}
+        if await db.fetchrow(_CLAIM[db.dialect], params) is not None:
+            return None
+        row = await db.fetchrow(_FIND, {"scope": scope, "key": key})
+        if row is None:  # released between our two statements: try again
+            continue
+        if row["expires_at"] <= now:
+            await db.execute(_DROP_EXPIRED, {"scope": scope, "key": key, "now": now})
+            continue
+        if row["request_hash"] != digest:
+            raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
+        if row["state"] == "done":
+            return Outcome(int(row["response_status"]), row["response_body"].encode(), True)
+        taken = await db.fetchrow(
+            _TAKE_OVER,
+            {"scope": scope, "key": key, "now": now, "request_hash": digest,
+             "stale_before": now - STALE_AFTER},
+        )
+        if taken is not None:
+            return None
+        raise IdempotencyInFlight("A request with this Idempotency-Key is still running")
+    raise IdempotencyInFlight("A request with this Idempotency-Key is still running")
+
+
+async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: Work) -> Outcome:
+    """Run `work` in a transaction, at most once per (scope, key) and body within 24 h."""
+    if key is None:
+        async with db.transaction() as conn:
+            status, body = await work(conn)
+        return Outcome(status, body, False)
+    digest = request_hash(payload)
+    earlier = await _claim_key(db, scope, key, digest)
+    if earlier is not None:
+        return earlier
+    try:
+        async with db.transaction() as conn:
+            status, body = await work(conn)
+            await conn.execute(
+                _COMPLETE, {"scope": scope, "key": key, "status": status, "body": body.decode()}
+            )
+    except BaseException:
+        # Free the key so the client's retry is not refused for a request that stored nothing.
+        with contextlib.suppress(Exception):
+            await db.execute(_RELEASE, {"scope": scope, "key": key})
+        raise
+    return Outcome(status, body, False)
+
+
+async def purge_expired(db: FastDB) -> None:
+    await db.execute(_PURGE, {"now": utcnow()})

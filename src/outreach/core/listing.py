@@ -1,0 +1,122 @@
+"""Keyset pagination over Snowflake ids (time-ordered), newest first unless order=asc."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, Query
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from outreach.auth.permissions import Authorizer, get_authorizer
+from outreach.auth.principal import AuthPrincipal, current_principal
+from outreach.core.errors import Forbidden
+from outreach.core.schemas import decode_cursor, encode_cursor, parse_time_bound
+from outreach.core.text import like_pattern
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    limit: int
+    cursor: str | None
+    order: str
+    include_deleted: bool
+    q: str | None
+    created_from: datetime | None
+    created_to: datetime | None
+
+
+def common_filters(model: Any, query: ListQuery) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if not query.include_deleted:
+        where.append(model.deleted_at.is_(None))
+    if query.q:
+        where.append(model.search_text.like(like_pattern(query.q), escape="\\"))
+    if query.created_from is not None:
+        where.append(model.created_at >= query.created_from)
+    if query.created_to is not None:
+        where.append(model.created_at <= query.created_to)
+    return where
+
+
+async def keyset_page(
+    session: AsyncSession,
+    model: type[M],
+    where: Sequence[ColumnElement[bool]],
+    query: ListQuery,
+) -> tuple[list[M], str | None, int]:
+    id_col: InstrumentedAttribute[int] = model.id  # type: ignore[attr-defined]
+    stmt = select(model).where(*where)
+    if query.cursor is not None:
+        last = decode_cursor(query.cursor, query.order)
+        stmt = stmt.where(id_col > last if query.order == "asc" else id_col < last)
+    stmt = stmt.order_by(id_col.asc() if query.order == "asc" else id_col.desc())
+    rows = list((await session.scalars(stmt.limit(query.limit + 1))).all())
+    total = await session.scalar(select(func.count()).select_from(model).where(*where))
+    next_cursor = None
+    if len(rows) > query.limit:
+        rows = rows[: query.limit]
+        next_cursor = encode_cursor(rows[-1].id, query.order)  # type: ignore[attr-defined]
+    return rows, next_cursor, int(total or 0)
+
+
+def list_query_dependency(resource: str) -> Any:
+    """Query parameters shared by the lists; `includeDeleted` needs the `restore` permission."""
+    async def dependency(
+        principal: Annotated[AuthPrincipal, Depends(current_principal)],
+        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=64, description="`nextCursor` of the previous page")
+        ] = None,
+        order: Annotated[Literal["asc", "desc"], Query(description="By creation")] = "desc",
+        include_deleted: Annotated[
+            bool, Query(alias="includeDeleted", description="Needs the restore permission")
+        ] = False,
+        q: Annotated[
+            str | None, Query(max_length=200, description="Case-insensitive substring")
+        ] = None,
+        created_from: Annotated[
+            str | None,
+            Query(alias="createdFrom", max_length=40, description="RFC 3339 time or date"),
+        ] = None,
+        created_to: Annotated[
+            str | None,
+            Query(alias="createdTo", max_length=40, description="RFC 3339 time or date"),
+        ] = None,
+    ) -> ListQuery:
+        if include_deleted and not authorizer.allowed(principal.roles, resource, "restore"):
+            raise Forbidden("includeDeleted needs the restore permission")
+        return ListQuery(
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            include_deleted=include_deleted,
+            q=q.strip() or None if q is not None else None,
+            created_from=parse_time_bound(created_from, "createdFrom", end=False),
+            created_to=parse_time_bound(created_to, "createdTo", end=True),
+        )
+
+    return Depends(dependency)
+
+
+def include_deleted_dependency(resource: str) -> Any:
+    """`includeDeleted` on a single-row GET, with the same permission rule as the lists."""
+    async def dependency(
+        principal: Annotated[AuthPrincipal, Depends(current_principal)],
+        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
+        include_deleted: Annotated[
+            bool, Query(alias="includeDeleted", description="Needs the restore permission")
+        ] = False,
+    ) -> bool:
+        if include_deleted and not authorizer.allowed(principal.roles, resource, "restore"):
+            raise Forbidden("includeDeleted needs the restore permission")
+        return include_deleted
+
+    return Depends(dependency)

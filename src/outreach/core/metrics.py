@@ -1,0 +1,78 @@
+"""Prometheus metrics (API.md section 6b). Created once per process; labels are templates only."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration by route template",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.inquiries_submitted = Counter(
+            "outreach_inquiries_submitted_total",
+            "Inquiries stored through the public submit route",
+            registry=registry,
+        )
+        self.subscriber_events = Counter(
+            "outreach_subscriber_events_total",
+            "Subscriptions and unsubscriptions",
+            ["event"],
+            registry=registry,
+        )
+        self.realtime_emit_failures = Counter(
+            "outreach_realtime_emit_failures_total",
+            "Realtime events that could not be published",
+            registry=registry,
+        )
+        self.realtime_clients = Gauge(
+            "outreach_realtime_connected_clients",
+            "Socket.IO clients connected to this process",
+            registry=registry,
+        )
+        self.db_pool_checked_out = Gauge(
+            "outreach_db_pool_checked_out",
+            "Database connections in use",
+            registry=registry,
+        )
+        self.db_pool_size = Gauge(
+            "outreach_db_pool_size", "Database connections open in the pool", registry=registry
+        )
+        for event in ("subscribed", "unsubscribed"):
+            self.subscriber_events.labels(event=event)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_metrics: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """The process's metrics, made on first use (prometheus_client's registry is global)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics

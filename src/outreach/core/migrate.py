@@ -1,0 +1,65 @@
+"""`outreach migrate`: Alembic to head, then the idempotent seed, under one advisory lock."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from outreach.auth.permissions import seed_policy
+from outreach.config import Settings
+from outreach.db import make_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# pg_advisory_xact_lock key: two pods migrating at once run one after the other.
+MIGRATION_LOCK_KEY = 0x6F757472  # "outr"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option(
+        "file_template", "%%(year)d-%%(month).2d-%%(day).2d-%%(hour).2d%%(minute).2d_%%(slug)s"
+    )
+    return cfg
+
+
+@lru_cache
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _upgrade(connection: Connection) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    try:
+        result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+    except Exception:  # no table yet: nothing migrated
+        return None
+    return result.scalar_one_or_none()
+
+
+async def migrate(settings: Settings, *, seed_only: bool = False) -> int:
+    """Upgrade and seed in one transaction; returns the number of policy rules added."""
+    engine = make_engine(settings, pool=False)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            if not seed_only:
+                await conn.run_sync(_upgrade)
+            return await seed_policy(conn)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,103 @@
+"""Liveness, readiness and metrics routes (API.md section 2)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from outreach.core.migrate import current_revision, head_revision
+
+CHECK_TIMEOUT = 2.0
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadinessChecks(BaseModel):
+    database: Literal["ok", "fail"]
+    migrations: Literal["ok", "pending"]
+    redis: Literal["ok", "down", "disabled"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "fail"]
+    checks: ReadinessChecks
+
+
+async def _database(request: Request) -> tuple[str, str]:
+    engine = request.app.state.engine
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as conn:
+            revision = await current_revision(conn)
+    except Exception:  # noqa: BLE001 - any failure is "fail"
+        return "fail", "pending"
+    return "ok", ("ok" if revision == head_revision() else "pending")
+
+
+async def _redis(request: Request) -> str:
+    redis = request.app.state.redis
+    if redis is None:
+        return "disabled"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await redis.ping()
+    except Exception:  # noqa: BLE001
+        return "down"
+    return "ok"
+
+
+async def readiness(request: Request) -> tuple[bool, dict[str, Any]]:
+    (database, migrations), redis = await asyncio.gather(_database(request), _redis(request))
+    ready = database == "ok" and migrations == "ok" and not request.app.state.shutting_down
+    ready = ready and request.app.state.ids_ready()
+    body = {
+        "status": "ok" if ready else "fail",
+        "checks": {"database": database, "migrations": migrations, "redis": redis},
+    }
+    return ready, body
+
+
+def probe_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=Health, summary="Liveness")
+    async def healthz() -> Response:
+        """Liveness: 200 while the process serves; checks no dependency."""
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        summary="Readiness",
+        responses={503: {"model": Readiness, "description": "Not ready"}},
+    )
+    async def readyz(request: Request) -> Response:
+        """Readiness: database answers at the newest migration; Redis only degrades realtime."""
+        ready, body = await readiness(request)
+        headers = None if ready else {"Retry-After": "5"}
+        return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+
+    return router
+
+
+def metrics_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        m = request.app.state.metrics
+        engine = request.app.state.engine
+        pool = engine.pool
+        if hasattr(pool, "checkedout"):
+            m.db_pool_checked_out.set(pool.checkedout())
+            m.db_pool_size.set(pool.size())
+        body, content_type = m.render()
+        return Response(body, media_type=content_type)
+
+    return router

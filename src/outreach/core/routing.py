@@ -1,0 +1,39 @@
+"""Route class that answers 415 for a body of the wrong content type, before validation."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from outreach.core.errors import UnsupportedMediaType
+
+JSON_TYPES = frozenset({"application/json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class ContentTypeRoute(APIRoute):
+    """Routes with a JSON body accept only JSON (`openapi_extra["x-accepts-form"]` adds forms)."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None and not (self.openapi_extra or {}).get("x-accepts-form"):
+            return handler
+        allowed = set(JSON_TYPES)
+        if (self.openapi_extra or {}).get("x-accepts-form"):
+            allowed |= FORM_TYPES
+
+        async def checked(request: Request) -> Response:
+            kind = media_type(request)
+            if kind and kind not in allowed and not kind.endswith("+json"):
+                raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(allowed))}")
+            if not kind and request.headers.get("content-length", "0") not in ("0", ""):
+                raise UnsupportedMediaType("Content-Type is required for a body")
+            return await handler(request)
+
+        return checked

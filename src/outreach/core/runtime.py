@@ -1,0 +1,33 @@
+"""What services need from the running process, as one dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from outreach.auth.permissions import Authorizer
+from outreach.config import Settings
+from outreach.core.events import Events
+from outreach.core.fastdb import FastDB
+from outreach.core.ids import SnowflakeGenerator
+from outreach.core.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    fastdb: FastDB
+    ids: SnowflakeGenerator
+    events: Events
+    metrics: Metrics
+    authorizer: Authorizer
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

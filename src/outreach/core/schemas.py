@@ -1,0 +1,161 @@
+"""Wire types shared by the domains: camelCase models, string ids, RFC 3339 times, pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+from outreach.core.errors import ValidationFailed
+
+MAX_ID = 2**63 - 1
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339, UTC, milliseconds, `Z`: 2026-11-23T10:00:00.000Z."""
+    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+IdStr = Annotated[
+    int,
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "examples": ["7266051958845440010"]}),
+]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_time, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-23T10:00:00.000Z"]}),
+]
+
+
+class OutModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class InModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="forbid",
+        str_strip_whitespace=True,
+    )
+
+
+# ---- input field types -----------------------------------------------------------------
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it as bad input rather than fail on insert.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _email(value: str) -> str:
+    value = _no_nul(value)
+    if len(value) > 254:
+        raise ValueError("must be at most 254 characters")
+    try:
+        validate_email(value, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return value.lower()
+
+
+def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Email = Annotated[
+    str,
+    Field(min_length=3, max_length=254, json_schema_extra={"format": "email"}),
+    AfterValidator(_email),
+]
+OptionalText = Annotated[str | None, BeforeValidator(_empty_to_none)]
+PHONE = re.compile(r"^[0-9 +\-()]{1,32}$")
+
+
+def phone(value: str | None) -> str | None:
+    if value is not None and not PHONE.fullmatch(value):
+        raise ValueError("only digits, spaces and +-() are allowed")
+    return value
+
+
+def parse_id(raw: str | int) -> int | None:
+    """A Snowflake id from the wire; None for anything that cannot be one (answered as 404)."""
+    text = str(raw)
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
+
+
+# ---- lists --------------------------------------------------------------------------------
+
+Order = Literal["asc", "desc"]
+T = TypeVar("T")
+
+
+class PageMeta(OutModel):
+    limit: int
+    next_cursor: str | None
+    total: int
+
+
+class Page(OutModel, Generic[T]):
+    data: list[T]
+    meta: PageMeta
+
+
+def encode_cursor(last_id: int, order: str) -> str:
+    return base64.urlsafe_b64encode(f"{order[0]}{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str) -> int:
+    """The id after which the next page starts; 422 (`cursor`) for anything we did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    last = parse_id(raw[1:]) if len(raw) > 1 else None
+    if last is None or raw[0] != order[0]:
+        raise ValidationFailed(
+            "The cursor is not valid for this list", errors=[("cursor", "invalid cursor")]
+        )
+    return last
+
+
+def parse_time_bound(raw: str | None, field: str, *, end: bool) -> datetime | None:
+    """RFC 3339 timestamp, or a date (the whole day: start of it, or end of it for `to`)."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            moment = datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
+            return moment
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} must be an RFC 3339 time or a date", errors=[(field, "invalid time")]
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,54 @@
+"""Statistics routes for the staff portal's dashboard."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from outreach.auth.permissions import require
+from outreach.auth.principal import AuthPrincipal
+from outreach.core.errors import problem_responses
+from outreach.core.routing import ContentTypeRoute
+from outreach.core.runtime import RuntimeDep
+from outreach.db import SessionDep, utcnow
+from outreach.statistics.schemas import InquiryStatistics, Interval, SubscriberStatistics
+from outreach.statistics.service import Window, window
+from outreach.statistics.service import statistics as statistics_service
+
+router = APIRouter(route_class=ContentTypeRoute, tags=["statistics"])
+Reader = Annotated[AuthPrincipal, require("statistics", "read")]
+ERRORS = problem_responses(401, 403, 422, 503)
+
+
+def _window(
+    rt: RuntimeDep,
+    from_: Annotated[
+        str | None, Query(alias="from", max_length=10, description="Local date YYYY-MM-DD")
+    ] = None,
+    to: Annotated[
+        str | None, Query(max_length=10, description="Local date YYYY-MM-DD, inclusive")
+    ] = None,
+    interval: Annotated[Interval, Query()] = "day",
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA zone; default APP_TIMEZONE")
+    ] = None,
+) -> Window:
+    return window(from_, to, interval, tz or rt.settings.app_timezone, now=utcnow())
+
+
+WindowDep = Annotated[Window, Depends(_window)]
+
+
+@router.get("/statistics/inquiries", response_model=InquiryStatistics, responses=ERRORS)
+async def inquiry_statistics(session: SessionDep, _: Reader, win: WindowDep) -> InquiryStatistics:
+    """Live inquiries created per day, ISO week or month, and by status."""
+    return await statistics_service.inquiries(session, win)
+
+
+@router.get("/statistics/subscribers", response_model=SubscriberStatistics, responses=ERRORS)
+async def subscriber_statistics(
+    session: SessionDep, _: Reader, win: WindowDep
+) -> SubscriberStatistics:
+    """Today's active and unsubscribed totals, and (un)subscriptions per bucket."""
+    return await statistics_service.subscribers(session, win)

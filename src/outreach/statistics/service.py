@@ -1,0 +1,223 @@
+"""Counts per local-date bucket in an IANA time zone, grouped in the database.
+
+PostgreSQL converts with `AT TIME ZONE`. SQLite knows no time zones, so the UTC offsets in
+force over the range are computed here (zoneinfo) and handed to one grouped query as a CASE
+over the moments where the offset changes; either way it is one query per series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Column, ColumnElement, Date, and_, case, cast, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outreach.core.errors import ValidationFailed
+from outreach.inquiries.models import Inquiry, InquiryStatus
+from outreach.statistics.schemas import (
+    ByStatus,
+    InquiryBucket,
+    InquiryStatistics,
+    Interval,
+    Range,
+    SubscriberBucket,
+    SubscriberStatistics,
+)
+from outreach.subscribers.models import Subscriber, SubscriberStatus
+
+MAX_BUCKETS = 366
+DEFAULT_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    first: date
+    last: date
+    interval: Interval
+    tz_name: str
+    tz: ZoneInfo
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
+    buckets: tuple[date, ...]
+
+    def range(self) -> Range:
+        return Range(
+            from_=self.first.isoformat(), to=self.last.isoformat(), interval=self.interval,
+            tz=self.tz_name,
+        )
+
+
+def bucket_of(day: date, interval: Interval) -> date:
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_bucket(bucket: date, interval: Interval) -> date:
+    if interval == "day":
+        return bucket + timedelta(days=1)
+    if interval == "week":
+        return bucket + timedelta(days=7)
+    return (bucket.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _parse_date(raw: str | None, field: str) -> date | None:
+    if raw is None:
+        return None
+    try:
+        if len(raw) != 10:
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} must be a date YYYY-MM-DD", errors=[(field, "expected YYYY-MM-DD")]
+        ) from None
+
+
+def window(
+    raw_from: str | None, raw_to: str | None, interval: Interval, tz_name: str, *, now: datetime
+) -> Window:
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(
+            "tz must be an IANA time zone", errors=[("tz", "unknown time zone")]
+        ) from None
+    first = _parse_date(raw_from, "from")
+    last = _parse_date(raw_to, "to")
+    if last is None:
+        last = now.astimezone(tz).date() if first is None else first + timedelta(days=DEFAULT_DAYS - 1)
+    if first is None:
+        first = last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise ValidationFailed("from must not be after to", errors=[("from", "after to")])
+    buckets: list[date] = []
+    bucket = bucket_of(first, interval)
+    while bucket <= last:
+        buckets.append(bucket)
+        if len(buckets) > MAX_BUCKETS:
+            raise ValidationFailed(
+                f"At most {MAX_BUCKETS} buckets", errors=[("to", "range too long for interval")]
+            )
+        bucket = _next_bucket(bucket, interval)
+    start = datetime.combine(first, time.min, tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
+    return Window(first, last, interval, tz_name, tz, start, end, tuple(buckets))
+
+
+def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
+    """[(from_utc, offset_seconds)] covering [start, end): where the zone's offset changes."""
+
+    def offset(moment: datetime) -> int:
+        delta = moment.astimezone(tz).utcoffset()
+        return int(delta.total_seconds()) if delta else 0
+
+    segments = [(start, offset(start))]
+    step = timedelta(hours=1)
+    cursor = start
+    while cursor < end:
+        probe = min(cursor + step, end)
+        if offset(probe) != segments[-1][1]:
+            lo, hi = cursor, probe  # the change happens in (lo, hi]: find the second
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                if offset(mid) == segments[-1][1]:
+                    lo = mid
+                else:
+                    hi = mid
+            segments.append((hi.replace(microsecond=0), offset(hi)))
+        cursor = probe
+    return segments
+
+
+def _local_day(column: Column[Any], win: Window, dialect: str) -> ColumnElement[Any]:
+    if dialect == "postgresql":
+        local = func.timezone(win.tz_name, column)
+        if win.interval == "day":
+            return cast(local, Date)
+        return cast(func.date_trunc(win.interval, local), Date)
+    segments = offset_segments(win.tz, win.start, win.end)
+    modifier: ColumnElement[Any]
+    if len(segments) == 1:
+        modifier = literal(f"{segments[0][1]:+d} seconds")
+    else:
+        whens = [
+            (column < segments[i + 1][0], f"{segments[i][1]:+d} seconds")
+            for i in range(len(segments) - 1)
+        ]
+        modifier = case(*whens, else_=f"{segments[-1][1]:+d} seconds")
+    if win.interval == "week":
+        return func.date(column, modifier, "-6 days", "weekday 1")
+    if win.interval == "month":
+        return func.date(column, modifier, "start of month")
+    return func.date(column, modifier)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+async def _series(
+    session: AsyncSession, column: Column[Any], where: list[ColumnElement[bool]], win: Window
+) -> dict[date, int]:
+    dialect = session.bind.dialect.name
+    bucket = _local_day(column, win, dialect).label("bucket")
+    stmt = (
+        select(bucket, func.count().label("n"))
+        .where(*where, column >= win.start, column < win.end)
+        .group_by(bucket)
+    )
+    return {_as_date(b): int(n) for b, n in (await session.execute(stmt)).all()}
+
+
+class StatisticsService:
+    async def inquiries(self, session: AsyncSession, win: Window) -> InquiryStatistics:
+        live = [Inquiry.deleted_at.is_(None)]
+        created = Inquiry.__table__.c.created_at
+        counts = await _series(session, created, live, win)
+        by_status_rows = await session.execute(
+            select(Inquiry.status, func.count())
+            .where(*live, and_(Inquiry.created_at >= win.start, Inquiry.created_at < win.end))
+            .group_by(Inquiry.status)
+        )
+        by_status = {s.value: 0 for s in InquiryStatus}
+        by_status.update({status: int(n) for status, n in by_status_rows.all()})
+        series = [InquiryBucket(bucket=b.isoformat(), count=counts.get(b, 0)) for b in win.buckets]
+        return InquiryStatistics(
+            range=win.range(),
+            total=sum(item.count for item in series),
+            by_status=ByStatus(**by_status),
+            series=series,
+        )
+
+    async def subscribers(self, session: AsyncSession, win: Window) -> SubscriberStatistics:
+        live = [Subscriber.deleted_at.is_(None)]
+        table = Subscriber.__table__
+        subscribed = await _series(session, table.c.subscribed_at, live, win)
+        left = await _series(session, table.c.unsubscribed_at, live, win)
+        totals = dict(
+            (
+                await session.execute(
+                    select(Subscriber.status, func.count()).where(*live).group_by(Subscriber.status)
+                )
+            ).all()
+        )
+        return SubscriberStatistics(
+            range=win.range(),
+            active=int(totals.get(SubscriberStatus.ACTIVE.value, 0)),
+            unsubscribed=int(totals.get(SubscriberStatus.UNSUBSCRIBED.value, 0)),
+            series=[
+                SubscriberBucket(
+                    bucket=b.isoformat(), subscribed=subscribed.get(b, 0), unsubscribed=left.get(b, 0)
+                )
+                for b in win.buckets
+            ],
+        )
+
+
+statistics = StatisticsService()

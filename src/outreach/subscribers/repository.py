@@ -1,0 +1,118 @@
+"""Subscriber storage: Core statements for the public hot paths, ORM for the admin side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outreach.core.fastdb import FastConn, FastDB, Row
+from outreach.core.listing import ListQuery, common_filters, keyset_page
+from outreach.subscribers.models import Subscriber, SubscriberStatus
+
+_t = Subscriber.__table__
+COLUMNS = tuple(c.name for c in _t.columns)
+PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "unsubscribe_token")
+
+
+def _subscribe(insert: Any) -> Any:
+    stmt = insert(_t).values({name: bindparam(name) for name in COLUMNS})
+    new = stmt.excluded
+    # New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new token (the old one dies).
+    # ACTIVE: the WHERE leaves it untouched and nothing is returned.
+    return stmt.on_conflict_do_update(
+        index_elements=["email"],
+        index_where=_t.c.deleted_at.is_(None),
+        set_={
+            "status": SubscriberStatus.ACTIVE.value,
+            "name": func.coalesce(new.name, _t.c.name),
+            "source": func.coalesce(new.source, _t.c.source),
+            "subscribed_at": new.subscribed_at,
+            "unsubscribed_at": None,
+            "unsubscribe_selector": new.unsubscribe_selector,
+            "unsubscribe_token": new.unsubscribe_token,
+            "search_text": new.search_text,
+            "updated_at": new.updated_at,
+        },
+        where=_t.c.status == SubscriberStatus.UNSUBSCRIBED.value,
+    ).returning(*PUBLIC_COLUMNS)
+
+
+SUBSCRIBE = {"postgresql": _subscribe(postgresql.insert), "sqlite": _subscribe(sqlite.insert)}
+FIND_BY_SELECTOR = select(_t.c.id, _t.c.unsubscribe_token, _t.c.status).where(
+    _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
+)
+UNSUBSCRIBE = (
+    update(_t)
+    .where(
+        _t.c.id == bindparam("sid"),
+        _t.c.status == SubscriberStatus.ACTIVE.value,
+        _t.c.deleted_at.is_(None),
+    )
+    .values(
+        status=SubscriberStatus.UNSUBSCRIBED.value,
+        unsubscribed_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .returning(*PUBLIC_COLUMNS)
+)
+
+
+async def subscribe(conn: FastConn, dialect: str, row: dict[str, Any]) -> Row | None:
+    """The subscriber when it became ACTIVE (new or back); None when it already was."""
+    return await conn.fetchrow(SUBSCRIBE[dialect], row)
+
+
+async def find_by_selector(db: FastDB, selector: str) -> Row | None:
+    return await db.fetchrow(FIND_BY_SELECTOR, {"selector": selector})
+
+
+async def unsubscribe(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
+    return await db.fetchrow(UNSUBSCRIBE, {"sid": subscriber_id, "now": now})
+
+
+async def get(
+    session: AsyncSession, subscriber_id: int, *, include_deleted: bool = False, lock: bool = False
+) -> Subscriber | None:
+    stmt = select(Subscriber).where(Subscriber.id == subscriber_id)
+    if not include_deleted:
+        stmt = stmt.where(Subscriber.deleted_at.is_(None))
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()
+
+
+async def live_email_taken(
+    session: AsyncSession, email: str, *, other_than: int | None = None
+) -> bool:
+    stmt = select(Subscriber.id).where(Subscriber.email == email, Subscriber.deleted_at.is_(None))
+    if other_than is not None:
+        stmt = stmt.where(Subscriber.id != other_than)
+    return (await session.scalars(stmt.limit(1))).first() is not None
+
+
+def filters(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = common_filters(Subscriber, query)
+    if statuses:
+        where.append(Subscriber.status.in_([s.value for s in statuses]))
+    return where
+
+
+async def page(
+    session: AsyncSession, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
+) -> tuple[list[Subscriber], str | None, int]:
+    return await keyset_page(session, Subscriber, filters(query, statuses), query)
+
+
+def export_query(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> Select[Any]:
+    return (
+        select(
+            _t.c.id, _t.c.email, _t.c.name, _t.c.status, _t.c.source, _t.c.subscribed_at,
+            _t.c.unsubscribed_at, _t.c.unsubscribe_token,
+        )
+        .where(*filters(query, statuses))
+        .order_by(_t.c.id.asc() if query.order == "asc" else _t.c.id.desc())
+    )

@@ -1,0 +1,253 @@
+"""Subscriber rules: silent subscribe, token unsubscribe, admin CRUD, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from outreach.auth.principal import AuthPrincipal
+from outreach.core.errors import EmailTaken, NotFound
+from outreach.core.fastdb import FastConn
+from outreach.core.idempotency import Outcome, run_once
+from outreach.core.listing import ListQuery
+from outreach.core.runtime import Runtime
+from outreach.core.schemas import PageMeta, format_time, parse_id
+from outreach.core.text import search_key
+from outreach.db import after_commit, utcnow
+from outreach.subscribers import repository
+from outreach.subscribers.models import Subscriber, SubscriberStatus
+from outreach.subscribers.schemas import (
+    SubscribeIn,
+    SubscriberCreate,
+    SubscriberOut,
+    SubscriberPage,
+    SubscriberUpdate,
+)
+from outreach.subscribers.tokens import new_token, same_token, selector_of
+
+log = structlog.get_logger("outreach.subscribers")
+
+ACCEPTED = orjson.dumps({"status": "ACCEPTED"})
+CSV_HEADER = [
+    "id", "email", "name", "status", "source", "subscribedAt", "unsubscribedAt", "unsubscribeUrl",
+]
+# Spreadsheets run cells starting with these as formulas (OWASP CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def to_out(row: Any) -> dict[str, Any]:
+    return SubscriberOut.model_validate(dict(row) if not isinstance(row, Subscriber) else row).model_dump(
+        mode="json", by_alias=True
+    )
+
+
+def csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = format_time(value) if hasattr(value, "astimezone") else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+class SubscriberService:
+    def _publish(self, rt: Runtime, event: str, row: Any) -> None:
+        rt.metrics.subscriber_events.labels(event=event.split(".")[1]).inc()
+        rt.events.publish(event, to_out(row), subscriberId=str(row["id"] if isinstance(row, dict) else row.id))
+
+    async def subscribe(
+        self, rt: Runtime, body: SubscribeIn, *, idempotency_key: str | None
+    ) -> Outcome:
+        changed: dict[str, Any] = {}
+
+        async def work(conn: FastConn) -> tuple[int, bytes]:
+            now = utcnow()
+            selector, token = new_token()
+            row = await repository.subscribe(
+                conn,
+                rt.fastdb.dialect,
+                {
+                    "id": rt.ids.next_id(),
+                    "email": body.email,
+                    "name": body.name,
+                    "source": body.source,
+                    "status": SubscriberStatus.ACTIVE.value,
+                    "subscribed_at": now,
+                    "unsubscribed_at": None,
+                    "unsubscribe_selector": selector,
+                    "unsubscribe_token": token,
+                    "search_text": search_key(body.email, body.name),
+                    "created_at": now,
+                    "updated_at": now,
+                    "deleted_at": None,
+                },
+            )
+            if row is not None:
+                changed["row"] = dict(row)
+            # The same answer whatever happened: nobody learns who is subscribed.
+            return 202, ACCEPTED
+
+        payload = body.model_dump(mode="json")
+        outcome = await run_once(rt.fastdb, "subscribers.subscribe", idempotency_key, payload, work)
+        if "row" in changed:
+            self._publish(rt, "subscriber.subscribed", changed["row"])
+        return outcome
+
+    async def unsubscribe(self, rt: Runtime, token: str) -> None:
+        """Deactivate the subscriber holding `token`; NotFound for any other token."""
+        selector = selector_of(token)
+        found = await repository.find_by_selector(rt.fastdb, selector) if selector else None
+        if found is None or not same_token(found["unsubscribe_token"], token):
+            raise NotFound("Unknown or expired unsubscribe link")
+        if found["status"] == SubscriberStatus.UNSUBSCRIBED.value:
+            return
+        row = await repository.unsubscribe(rt.fastdb, found["id"], utcnow())
+        if row is not None:
+            self._publish(rt, "subscriber.unsubscribed", dict(row))
+
+    async def get(
+        self, session: AsyncSession, raw_id: str, *, include_deleted: bool = False, lock: bool = False
+    ) -> Subscriber:
+        subscriber_id = parse_id(raw_id)
+        found = None
+        if subscriber_id is not None:
+            found = await repository.get(
+                session, subscriber_id, include_deleted=include_deleted, lock=lock
+            )
+        if found is None:
+            raise NotFound("No such subscriber")
+        return found
+
+    async def list(
+        self, session: AsyncSession, query: ListQuery, statuses: list[SubscriberStatus] | None
+    ) -> SubscriberPage:
+        rows, next_cursor, total = await repository.page(session, query, statuses)
+        return SubscriberPage(
+            data=[SubscriberOut.model_validate(r) for r in rows],
+            meta=PageMeta(limit=query.limit, next_cursor=next_cursor, total=total),
+        )
+
+    async def create(
+        self, session: AsyncSession, rt: Runtime, body: SubscriberCreate
+    ) -> Subscriber:
+        if await repository.live_email_taken(session, body.email):
+            raise EmailTaken("A subscriber with this email exists")
+        now = utcnow()
+        selector, token = new_token()
+        subscriber = Subscriber(
+            id=rt.ids.next_id(),
+            email=body.email,
+            name=body.name,
+            source=body.source,
+            status=SubscriberStatus.ACTIVE.value,
+            subscribed_at=now,
+            unsubscribed_at=None,
+            unsubscribe_selector=selector,
+            unsubscribe_token=token,
+            search_text=search_key(body.email, body.name),
+            created_at=now,
+            updated_at=now,
+            deleted_at=None,
+        )
+        session.add(subscriber)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise EmailTaken("A subscriber with this email exists") from None
+        after_commit(session, lambda: self._publish(rt, "subscriber.subscribed", subscriber))
+        return subscriber
+
+    async def update(
+        self, session: AsyncSession, rt: Runtime, raw_id: str, body: SubscriberUpdate
+    ) -> Subscriber:
+        subscriber = await self.get(session, raw_id, lock=True)
+        now = utcnow()
+        changed = False
+        event: str | None = None
+        if "name" in body.model_fields_set and body.name != subscriber.name:
+            subscriber.name = body.name
+            subscriber.search_text = search_key(subscriber.email, body.name)
+            changed = True
+        if body.status is not None and body.status != subscriber.status:
+            subscriber.status = body.status.value
+            if body.status == SubscriberStatus.ACTIVE:
+                subscriber.subscribed_at = now
+                subscriber.unsubscribed_at = None
+                subscriber.unsubscribe_selector, subscriber.unsubscribe_token = new_token()
+                event = "subscriber.subscribed"
+            else:
+                subscriber.unsubscribed_at = now
+                event = "subscriber.unsubscribed"
+            changed = True
+        if changed:
+            subscriber.updated_at = now
+            await session.flush()
+        if event is not None:
+            name = event
+            after_commit(session, lambda: self._publish(rt, name, subscriber))
+        return subscriber
+
+    async def delete(self, session: AsyncSession, raw_id: str) -> None:
+        subscriber = await self.get(session, raw_id, lock=True)
+        subscriber.deleted_at = subscriber.updated_at = utcnow()
+        await session.flush()
+
+    async def restore(self, session: AsyncSession, raw_id: str) -> Subscriber:
+        subscriber = await self.get(session, raw_id, include_deleted=True, lock=True)
+        if subscriber.deleted_at is None:
+            return subscriber
+        if await repository.live_email_taken(session, subscriber.email, other_than=subscriber.id):
+            raise EmailTaken("A live subscriber now has this email")
+        subscriber.deleted_at = None
+        subscriber.updated_at = utcnow()
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise EmailTaken("A live subscriber now has this email") from None
+        return subscriber
+
+    async def export_csv(
+        self,
+        engine: AsyncEngine,
+        rt: Runtime,
+        query: ListQuery,
+        statuses: list[SubscriberStatus] | None,
+        actor: AuthPrincipal,
+    ) -> AsyncIterator[bytes]:
+        """The CSV, streamed from a server-side cursor; one audit line at the end."""
+        base = f"{rt.settings.public_base_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(CSV_HEADER)
+        count = 0
+        stmt = repository.export_query(query, statuses)
+        async with engine.connect() as conn:
+            result = await conn.stream(stmt.execution_options(yield_per=500))
+            async for row in result:
+                writer.writerow(
+                    [
+                        csv_cell(str(row.id)),
+                        csv_cell(row.email),
+                        csv_cell(row.name),
+                        csv_cell(row.status),
+                        csv_cell(row.source),
+                        csv_cell(row.subscribed_at),
+                        csv_cell(row.unsubscribed_at),
+                        base + row.unsubscribe_token,
+                    ]
+                )
+                count += 1
+                if buffer.tell() > 32_768:
+                    yield buffer.getvalue().encode()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue().encode()
+        log.info("Subscribers exported", exportedBy=actor.sub, rows=count)
+
+
+subscriber = SubscriberService()
