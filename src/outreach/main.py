@@ -130,7 +130,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("Outreach stopped")
 
 
-def create_app(settings: Settings | None = None, *, ids: SnowflakeGenerator | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, ids: SnowflakeGenerator | None = None
+) -> FastAPI:
     """The FastAPI application (without the Socket.IO wrapper: see create_asgi)."""
     settings = settings or get_settings()
     base = settings.base_path

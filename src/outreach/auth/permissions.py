@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from casbin import AsyncEnforcer
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from outreach.auth.models import CasbinRule
 from outreach.auth.principal import AuthPrincipal, current_principal
 from outreach.core.errors import Forbidden
+from outreach.db import table_of
 
 MODEL_PATH = Path(__file__).with_name("model.conf")
 
@@ -40,7 +41,7 @@ SEED_POLICY: tuple[tuple[str, str, str], ...] = (
 
 async def seed_policy(conn: AsyncConnection) -> int:
     """Insert the rules of SEED_POLICY that are missing; returns how many were added."""
-    table = CasbinRule.__table__
+    table = table_of(CasbinRule)
     existing = await conn.execute(
         select(table.c.v0, table.c.v1, table.c.v2).where(
             and_(table.c.ptype == "p", table.c.v3.is_(None))
@@ -91,8 +92,8 @@ def require(resource: str, action: str) -> Any:
     """Dependency: the caller's token must carry a role allowed `action` on `resource`."""
 
     async def dependency(
-        principal: AuthPrincipal = Depends(current_principal),
-        authorizer: Authorizer = Depends(get_authorizer),
+        principal: Annotated[AuthPrincipal, Depends(current_principal)],
+        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
     ) -> AuthPrincipal:
         if not authorizer.allowed(principal.roles, resource, action):
             raise Forbidden(f"Your role may not {action} {resource}")
@@ -100,5 +101,3 @@ def require(resource: str, action: str) -> Any:
 
     dependency.__name__ = f"require_{resource}_{action}"
     return Depends(dependency)
-
-

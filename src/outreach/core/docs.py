@@ -71,7 +71,10 @@ def docs_router(base_path: str) -> APIRouter:
         bundle = _bundle()
         if bundle is None:
             return Response(status_code=404)
-        headers = {"Cache-Control": "public, max-age=31536000, immutable", "Vary": "Accept-Encoding"}
+        headers = {
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Vary": "Accept-Encoding",
+        }
         if "gzip" in request.headers.get("accept-encoding", ""):
             headers["Content-Encoding"] = "gzip"
             return Response(bundle[1], media_type="text/javascript", headers=headers)

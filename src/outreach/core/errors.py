@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -132,7 +132,7 @@ def problem_response(
     detail: str,
     *,
     errors: Sequence[tuple[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
@@ -143,12 +143,22 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = [{"field": f, "message": m} for f, m in errors]
-    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+    return Response(
+        orjson.dumps(body),
+        status,
+        headers=dict(headers) if headers else None,
+        media_type=PROBLEM_JSON,
+    )
 
 
 def error_response(exc: OutreachError) -> Response:
     return problem_response(
-        exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors, headers=exc.headers
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        errors=exc.errors,
+        headers=dict(exc.headers) if exc.headers else None,
     )
 
 
@@ -203,6 +213,8 @@ _HTTP_SLUGS = {
 
 async def _on_http(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, OutreachError):  # raised while FastAPI read the body (413)
+        return error_response(exc.__cause__)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
@@ -233,9 +245,7 @@ def is_database_outage(exc: BaseException) -> bool:
         "InterfaceError",
         "TooManyConnectionsError",
         "AdminShutdownError",
-    } or any(
-        isinstance(exc, _outage) for _outage in _asyncpg_outage_types()
-    )
+    } or any(isinstance(exc, _outage) for _outage in _asyncpg_outage_types())
 
 
 def _asyncpg_outage_types() -> tuple[type[BaseException], ...]:

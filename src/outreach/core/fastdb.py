@@ -45,7 +45,12 @@ class _Compiled:
         compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
         self.sql: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self.defaults: dict[str, Any] = dict(compiled.params)
+        # Values bound inside the statement (literals); a bindparam() without one is required.
+        self.defaults: dict[str, Any] = {
+            name: value
+            for name, value in compiled.params.items()
+            if not compiled.binds[name].required
+        }
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         defaults = self.defaults
@@ -76,7 +81,7 @@ class AsyncpgDB:
         self._min = min_size
         self._max = max_size
         self._pool: Any = None
-        self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")
+        self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._cache: dict[int, tuple[Executable, _Compiled]] = {}
 
     async def open(self) -> None:
@@ -127,7 +132,10 @@ class _SaConn:
 
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         result = await self._conn.execute(stmt, dict(params))
-        return result.mappings().first() if result.returns_rows else None
+        if not result.returns_rows:
+            return None
+        row = result.mappings().first()
+        return dict(row) if row is not None else None
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._conn.execute(stmt, dict(params))

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from outreach.core.errors import IdempotencyInFlight, IdempotencyKeyReused
 from outreach.core.fastdb import FastConn, FastDB
 from outreach.core.models import IdempotencyKey
-from outreach.db import utcnow
+from outreach.db import table_of, utcnow
 
 TTL = timedelta(hours=24)
 STALE_AFTER = timedelta(seconds=60)
@@ -37,19 +37,19 @@ IdempotencyHeader = Annotated[
     ),
 ]
 
-_t = IdempotencyKey.__table__
+_t = table_of(IdempotencyKey)
 
 
 def _claim(insert: Any) -> Any:
     return (
         insert(_t)
         .values(
-            scope=bindparam("scope"),
-            key=bindparam("key"),
-            request_hash=bindparam("request_hash"),
+            scope=bindparam("p_scope"),
+            key=bindparam("p_key"),
+            request_hash=bindparam("p_hash"),
             state="running",
-            created_at=bindparam("now"),
-            expires_at=bindparam("expires_at"),
+            created_at=bindparam("p_now"),
+            expires_at=bindparam("p_expires"),
         )
         .on_conflict_do_nothing(index_elements=["scope", "key"])
         .returning(_t.c.key)
@@ -57,25 +57,29 @@ def _claim(insert: Any) -> Any:
 
 
 _CLAIM = {"postgresql": _claim(postgresql.insert), "sqlite": _claim(sqlite.insert)}
-_WHERE_KEY = (_t.c.scope == bindparam("scope")) & (_t.c.key == bindparam("key"))
+_WHERE_KEY = (_t.c.scope == bindparam("p_scope")) & (_t.c.key == bindparam("p_key"))
 _FIND = select(
-    _t.c.request_hash, _t.c.state, _t.c.response_status, _t.c.response_body, _t.c.created_at,
+    _t.c.request_hash,
+    _t.c.state,
+    _t.c.response_status,
+    _t.c.response_body,
+    _t.c.created_at,
     _t.c.expires_at,
 ).where(_WHERE_KEY)
 _TAKE_OVER = (
     update(_t)
-    .where(_WHERE_KEY, _t.c.state == "running", _t.c.created_at < bindparam("stale_before"))
-    .values(created_at=bindparam("now"), request_hash=bindparam("request_hash"))
+    .where(_WHERE_KEY, _t.c.state == "running", _t.c.created_at < bindparam("p_stale"))
+    .values(created_at=bindparam("p_now"), request_hash=bindparam("p_hash"))
     .returning(_t.c.key)
 )
-_DROP_EXPIRED = delete(_t).where(_WHERE_KEY, _t.c.expires_at <= bindparam("now"))
+_DROP_EXPIRED = delete(_t).where(_WHERE_KEY, _t.c.expires_at <= bindparam("p_now"))
 _RELEASE = delete(_t).where(_WHERE_KEY, _t.c.state == "running")
 _COMPLETE = (
     update(_t)
     .where(_WHERE_KEY)
-    .values(state="done", response_status=bindparam("status"), response_body=bindparam("body"))
+    .values(state="done", response_status=bindparam("p_status"), response_body=bindparam("p_body"))
 )
-_PURGE = delete(_t).where(_t.c.expires_at <= bindparam("now"))
+_PURGE = delete(_t).where(_t.c.expires_at <= bindparam("p_now"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +101,20 @@ async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome |
     """None when this request now holds the key; else the answer to give instead."""
     for _ in range(2):
         now = utcnow()
-        params = {"scope": scope, "key": key, "request_hash": digest, "now": now,
-                  "expires_at": now + TTL}
+        params = {
+            "p_scope": scope,
+            "p_key": key,
+            "p_hash": digest,
+            "p_now": now,
+            "p_expires": now + TTL,
+        }
         if await db.fetchrow(_CLAIM[db.dialect], params) is not None:
             return None
-        row = await db.fetchrow(_FIND, {"scope": scope, "key": key})
+        row = await db.fetchrow(_FIND, {"p_scope": scope, "p_key": key})
         if row is None:  # released between our two statements: try again
             continue
         if row["expires_at"] <= now:
-            await db.execute(_DROP_EXPIRED, {"scope": scope, "key": key, "now": now})
+            await db.execute(_DROP_EXPIRED, {"p_scope": scope, "p_key": key, "p_now": now})
             continue
         if row["request_hash"] != digest:
             raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
@@ -113,8 +122,13 @@ async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome |
             return Outcome(int(row["response_status"]), row["response_body"].encode(), True)
         taken = await db.fetchrow(
             _TAKE_OVER,
-            {"scope": scope, "key": key, "now": now, "request_hash": digest,
-             "stale_before": now - STALE_AFTER},
+            {
+                "p_scope": scope,
+                "p_key": key,
+                "p_now": now,
+                "p_hash": digest,
+                "p_stale": now - STALE_AFTER,
+            },
         )
         if taken is not None:
             return None
@@ -136,15 +150,16 @@ async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: 
         async with db.transaction() as conn:
             status, body = await work(conn)
             await conn.execute(
-                _COMPLETE, {"scope": scope, "key": key, "status": status, "body": body.decode()}
+                _COMPLETE,
+                {"p_scope": scope, "p_key": key, "p_status": status, "p_body": body.decode()},
             )
     except BaseException:
         # Free the key so the client's retry is not refused for a request that stored nothing.
         with contextlib.suppress(Exception):
-            await db.execute(_RELEASE, {"scope": scope, "key": key})
+            await db.execute(_RELEASE, {"p_scope": scope, "p_key": key})
         raise
     return Outcome(status, body, False)
 
 
 async def purge_expired(db: FastDB) -> None:
-    await db.execute(_PURGE, {"now": utcnow()})
+    await db.execute(_PURGE, {"p_now": utcnow()})

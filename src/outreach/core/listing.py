@@ -68,6 +68,7 @@ async def keyset_page(
 
 def list_query_dependency(resource: str) -> Any:
     """Query parameters shared by the lists; `includeDeleted` needs the `restore` permission."""
+
     async def dependency(
         principal: Annotated[AuthPrincipal, Depends(current_principal)],
         authorizer: Annotated[Authorizer, Depends(get_authorizer)],
@@ -108,6 +109,7 @@ def list_query_dependency(resource: str) -> Any:
 
 def include_deleted_dependency(resource: str) -> Any:
     """`includeDeleted` on a single-row GET, with the same permission rule as the lists."""
+
     async def dependency(
         principal: Annotated[AuthPrincipal, Depends(current_principal)],
         authorizer: Annotated[Authorizer, Depends(get_authorizer)],

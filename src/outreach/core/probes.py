@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from outreach.core.migrate import current_revision, head_revision

@@ -44,7 +44,7 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     async def _publish(self, data: Any) -> Any:
         try:
-            if not self.connected:
+            if not self.connected:  # type: ignore[has-type]
                 self._redis_connect()
             return await self.redis.publish(self.channel, self.json.dumps(data))
         except Exception:
@@ -108,9 +108,7 @@ class Realtime:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
-    async def _on_connect(
-        self, sid: str, environ: Mapping[str, Any], auth: Any = None
-    ) -> None:
+    async def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
         token: str | None = None
         if isinstance(auth, dict) and isinstance(auth.get("token"), str):
             token = auth["token"].strip()
@@ -128,7 +126,7 @@ class Realtime:
         self.metrics.realtime_clients.inc()
         log.info("Realtime client connected", sub=principal.sub, rooms=rooms)
 
-    async def _on_disconnect(self, sid: str, *_: Any) -> None:
+    async def _on_disconnect(self, _sid: str, *_: Any) -> None:
         self.metrics.realtime_clients.dec()
 
     async def emit(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -20,7 +21,7 @@ def media_type(request: Request) -> str:
 class ContentTypeRoute(APIRoute):
     """Routes with a JSON body accept only JSON (`openapi_extra["x-accepts-form"]` adds forms)."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None and not (self.openapi_extra or {}).get("x-accepts-form"):
             return handler

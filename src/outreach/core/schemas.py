@@ -34,12 +34,16 @@ def format_time(value: datetime) -> str:
 IdStr = Annotated[
     int,
     PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "examples": ["7266051958845440010"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^[0-9]{1,19}$", "examples": ["7266051958845440010"]}
+    ),
 ]
 Timestamp = Annotated[
     datetime,
     PlainSerializer(format_time, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-23T10:00:00.000Z"]}),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": ["2026-11-23T10:00:00.000Z"]}
+    ),
 ]
 
 
@@ -93,7 +97,7 @@ OptionalText = Annotated[str | None, BeforeValidator(_empty_to_none)]
 PHONE = re.compile(r"^[0-9 +\-()]{1,32}$")
 
 
-def phone(value: str | None) -> str | None:
+def check_phone(value: str | None) -> str | None:
     if value is not None and not PHONE.fullmatch(value):
         raise ValueError("only digits, spaces and +-() are allowed")
     return value

@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn
 from outreach.core.listing import ListQuery, common_filters, keyset_page
+from outreach.db import table_of
 from outreach.inquiries.models import Inquiry, InquiryStatus
 
-_t = Inquiry.__table__
+_t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
 INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
 
@@ -34,9 +35,7 @@ async def get(
 
 async def get_many_live(session: AsyncSession, ids: Sequence[int]) -> list[Inquiry]:
     stmt = (
-        select(Inquiry)
-        .where(Inquiry.id.in_(ids), Inquiry.deleted_at.is_(None))
-        .with_for_update()
+        select(Inquiry).where(Inquiry.id.in_(ids), Inquiry.deleted_at.is_(None)).with_for_update()
     )
     return list((await session.scalars(stmt)).all())
 

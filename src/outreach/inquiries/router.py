@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from outreach.auth.principal import AuthPrincipal
 from outreach.auth.permissions import require
+from outreach.auth.principal import AuthPrincipal
 from outreach.core.client import client_ip, user_agent
 from outreach.core.errors import problem_responses
 from outreach.core.idempotency import IdempotencyHeader
@@ -71,7 +71,7 @@ async def list_inquiries(
     email: Annotated[str | None, Query(max_length=254)] = None,
 ) -> InquiryPage:
     """List inquiries, newest first, with filters and keyset pagination."""
-    return await inquiry_service.list(session, listing, statuses=status, email=email)
+    return await inquiry_service.page(session, listing, statuses=status, email=email)
 
 
 @router.post(

@@ -15,7 +15,7 @@ from outreach.core.schemas import (
     Page,
     Text,
     Timestamp,
-    phone,
+    check_phone,
 )
 from outreach.inquiries.models import InquiryStatus
 
@@ -26,9 +26,7 @@ class InquirySubmit(InModel):
     name: Annotated[Text, Field(min_length=1, max_length=120)]
     email: Email
     message: Annotated[Text, Field(min_length=1, max_length=5000)]
-    phone: Annotated[
-        OptionalText, Field(max_length=32), AfterValidator(phone)
-    ] = None
+    phone: Annotated[OptionalText, Field(max_length=32), AfterValidator(check_phone)] = None
     subject: Annotated[OptionalText, Field(max_length=200)] = None
     source: Annotated[OptionalText, Field(max_length=2048)] = None
     website: Annotated[

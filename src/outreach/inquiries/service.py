@@ -91,7 +91,7 @@ class InquiryService:
             raise NotFound("No such inquiry")
         return found
 
-    async def list(
+    async def page(
         self,
         session: AsyncSession,
         query: ListQuery,
@@ -144,7 +144,9 @@ class InquiryService:
         changed = False
         if body.status is not None and body.status != inquiry.status:
             if body.status not in TRANSITIONS[InquiryStatus(inquiry.status)]:
-                raise InvalidTransition(f"An inquiry cannot go from {inquiry.status} to {body.status}")
+                raise InvalidTransition(
+                    f"An inquiry cannot go from {inquiry.status} to {body.status}"
+                )
             inquiry.status = body.status
             changed = True
         if "note" in body.model_fields_set and body.note != inquiry.note:

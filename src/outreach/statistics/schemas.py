@@ -15,7 +15,9 @@ class Range(OutModel):
     interval: Interval
     tz: str
 
-    model_config = OutModel.model_config | {"alias_generator": lambda n: "from" if n == "from_" else n}
+    model_config = OutModel.model_config | {
+        "alias_generator": lambda n: "from" if n == "from_" else n
+    }
 
 
 class InquiryBucket(OutModel):

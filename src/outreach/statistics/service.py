@@ -7,12 +7,13 @@ over the moments where the offset changes; either way it is one query per series
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Column, ColumnElement, Date, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.errors import ValidationFailed
@@ -45,7 +46,9 @@ class Window:
 
     def range(self) -> Range:
         return Range(
-            from_=self.first.isoformat(), to=self.last.isoformat(), interval=self.interval,
+            from_=self.first.isoformat(),
+            to=self.last.isoformat(),
+            interval=self.interval,
             tz=self.tz_name,
         )
 
@@ -91,7 +94,9 @@ def window(
     first = _parse_date(raw_from, "from")
     last = _parse_date(raw_to, "to")
     if last is None:
-        last = now.astimezone(tz).date() if first is None else first + timedelta(days=DEFAULT_DAYS - 1)
+        last = (
+            now.astimezone(tz).date() if first is None else first + timedelta(days=DEFAULT_DAYS - 1)
+        )
     if first is None:
         first = last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
@@ -135,7 +140,7 @@ def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[
     return segments
 
 
-def _local_day(column: Column[Any], win: Window, dialect: str) -> ColumnElement[Any]:
+def _local_day(column: ColumnElement[Any], win: Window, dialect: str) -> ColumnElement[Any]:
     if dialect == "postgresql":
         local = func.timezone(win.tz_name, column)
         if win.interval == "day":
@@ -163,9 +168,12 @@ def _as_date(value: Any) -> date:
 
 
 async def _series(
-    session: AsyncSession, column: Column[Any], where: list[ColumnElement[bool]], win: Window
+    session: AsyncSession,
+    column: ColumnElement[Any],
+    where: Sequence[ColumnElement[bool]],
+    win: Window,
 ) -> dict[date, int]:
-    dialect = session.bind.dialect.name
+    dialect = session.sync_session.get_bind().dialect.name
     bucket = _local_day(column, win, dialect).label("bucket")
     stmt = (
         select(bucket, func.count().label("n"))
@@ -213,7 +221,9 @@ class StatisticsService:
             unsubscribed=int(totals.get(SubscriberStatus.UNSUBSCRIBED.value, 0)),
             series=[
                 SubscriberBucket(
-                    bucket=b.isoformat(), subscribed=subscribed.get(b, 0), unsubscribed=left.get(b, 0)
+                    bucket=b.isoformat(),
+                    subscribed=subscribed.get(b, 0),
+                    unsubscribed=left.get(b, 0),
                 )
                 for b in win.buckets
             ],

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn, FastDB, Row
 from outreach.core.listing import ListQuery, common_filters, keyset_page
+from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
 
-_t = Subscriber.__table__
+_t = table_of(Subscriber)
 COLUMNS = tuple(c.name for c in _t.columns)
 PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "unsubscribe_token")
 
@@ -94,7 +95,9 @@ async def live_email_taken(
     return (await session.scalars(stmt.limit(1))).first() is not None
 
 
-def filters(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> list[ColumnElement[bool]]:
+def filters(
+    query: ListQuery, statuses: Sequence[SubscriberStatus] | None
+) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = common_filters(Subscriber, query)
     if statuses:
         where.append(Subscriber.status.in_([s.value for s in statuses]))
@@ -110,8 +113,14 @@ async def page(
 def export_query(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> Select[Any]:
     return (
         select(
-            _t.c.id, _t.c.email, _t.c.name, _t.c.status, _t.c.source, _t.c.subscribed_at,
-            _t.c.unsubscribed_at, _t.c.unsubscribe_token,
+            _t.c.id,
+            _t.c.email,
+            _t.c.name,
+            _t.c.status,
+            _t.c.source,
+            _t.c.subscribed_at,
+            _t.c.unsubscribed_at,
+            _t.c.unsubscribe_token,
         )
         .where(*filters(query, statuses))
         .order_by(_t.c.id.asc() if query.order == "asc" else _t.c.id.desc())

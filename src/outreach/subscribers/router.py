@@ -117,7 +117,9 @@ async def unsubscribe(
     """Leave the newsletter with the secret token: JSON, form field or `?token=` (RFC 8058)."""
     given = await _token_from_body(request) or (token.strip() if token else None)
     if not given:
-        raise ValidationFailed("An unsubscribe token is required", errors=[("token", "field required")])
+        raise ValidationFailed(
+            "An unsubscribe token is required", errors=[("token", "field required")]
+        )
     await subscriber_service.unsubscribe(rt, given)
     return Response(UNSUBSCRIBED, media_type="application/json")
 
@@ -130,7 +132,7 @@ async def list_subscribers(
     session: SessionDep, _: Reader, listing: Listing, status: StatusFilter = None
 ) -> SubscriberPage:
     """List subscribers, newest first, with filters and keyset pagination."""
-    return await subscriber_service.list(session, listing, status)
+    return await subscriber_service.page(session, listing, status)
 
 
 @router.post(

@@ -36,16 +36,23 @@ log = structlog.get_logger("outreach.subscribers")
 
 ACCEPTED = orjson.dumps({"status": "ACCEPTED"})
 CSV_HEADER = [
-    "id", "email", "name", "status", "source", "subscribedAt", "unsubscribedAt", "unsubscribeUrl",
+    "id",
+    "email",
+    "name",
+    "status",
+    "source",
+    "subscribedAt",
+    "unsubscribedAt",
+    "unsubscribeUrl",
 ]
 # Spreadsheets run cells starting with these as formulas (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def to_out(row: Any) -> dict[str, Any]:
-    return SubscriberOut.model_validate(dict(row) if not isinstance(row, Subscriber) else row).model_dump(
-        mode="json", by_alias=True
-    )
+    return SubscriberOut.model_validate(
+        dict(row) if not isinstance(row, Subscriber) else row
+    ).model_dump(mode="json", by_alias=True)
 
 
 def csv_cell(value: Any) -> str:
@@ -58,7 +65,9 @@ def csv_cell(value: Any) -> str:
 class SubscriberService:
     def _publish(self, rt: Runtime, event: str, row: Any) -> None:
         rt.metrics.subscriber_events.labels(event=event.split(".")[1]).inc()
-        rt.events.publish(event, to_out(row), subscriberId=str(row["id"] if isinstance(row, dict) else row.id))
+        rt.events.publish(
+            event, to_out(row), subscriberId=str(row["id"] if isinstance(row, dict) else row.id)
+        )
 
     async def subscribe(
         self, rt: Runtime, body: SubscribeIn, *, idempotency_key: str | None
@@ -111,7 +120,12 @@ class SubscriberService:
             self._publish(rt, "subscriber.unsubscribed", dict(row))
 
     async def get(
-        self, session: AsyncSession, raw_id: str, *, include_deleted: bool = False, lock: bool = False
+        self,
+        session: AsyncSession,
+        raw_id: str,
+        *,
+        include_deleted: bool = False,
+        lock: bool = False,
     ) -> Subscriber:
         subscriber_id = parse_id(raw_id)
         found = None
@@ -123,7 +137,7 @@ class SubscriberService:
             raise NotFound("No such subscriber")
         return found
 
-    async def list(
+    async def page(
         self, session: AsyncSession, query: ListQuery, statuses: list[SubscriberStatus] | None
     ) -> SubscriberPage:
         rows, next_cursor, total = await repository.page(session, query, statuses)
@@ -220,7 +234,9 @@ class SubscriberService:
         actor: AuthPrincipal,
     ) -> AsyncIterator[bytes]:
         """The CSV, streamed from a server-side cursor; one audit line at the end."""
-        base = f"{rt.settings.public_base_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
+        base = (
+            f"{rt.settings.public_base_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
+        )
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(CSV_HEADER)
