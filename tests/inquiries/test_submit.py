@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from outreach.inquiries.models import Inquiry
-from tests.conftest import BASE, Api, unique_email
+from tests.support import BASE, Api, unique_email
 
 SUBMIT = f"{BASE}/inquiries/submit"
 

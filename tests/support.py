@@ -1,0 +1,173 @@
+"""Fixtures: a real PostgreSQL database and a SQLite file per run, built by the migrations.
+
+Tests that touch data run against PostgreSQL (127.0.0.1:5432, see scripts/services.sh) and,
+where marked with the `backend` fixture, against the embedded SQLite default too. A missing
+PostgreSQL or Redis is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from joserfc.jwk import ECKey
+
+from outreach.auth.devkeys import load_or_create_key, mint_token
+from outreach.config import Settings
+from outreach.core.ids import SnowflakeGenerator
+from outreach.core.logging import configure_logging
+from outreach.core.migrate import migrate
+from outreach.main import create_app
+
+PG_ADMIN = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BASE = "/v1/api/outreach"
+
+# Every JSON body any test client received: checked for leaked unsubscribe tokens at the end.
+RECEIVED_BODIES: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` run after everything else (the whole-suite secret scan)."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "last: run after every other test")
+    configure_logging("warning", "logfmt")
+
+
+def _pg_url(db: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+
+
+@pytest.fixture(scope="session")
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this run, migrated to head."""
+    name = f"outreach_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:  # pragma: no cover - environment
+        pytest.fail(f"PostgreSQL is required at {PG_ADMIN}: {exc} (run `make services`)")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _pg_url(name)
+    await migrate(Settings(database_url=url, app_env="test"))
+    yield url
+    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(var_dir: Path) -> str:
+    url = f"sqlite:///{(var_dir / 'test.db').as_posix()}"
+    await migrate(Settings(database_url=url, app_env="test", var_dir=var_dir))
+    return url
+
+
+@pytest.fixture(scope="session")
+def dev_key(var_dir: Path) -> ECKey:
+    return load_or_create_key(var_dir)
+
+
+@dataclass
+class Api:
+    """An app with its lifespan running and an httpx client over it."""
+
+    app: Any
+    client: httpx.AsyncClient
+    key: ECKey
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, *roles: str, sub: str = "user-1", **extra: Any) -> str:
+        return mint_token(self.key, sub=sub, roles=list(roles), extra=extra or None)
+
+    def auth(self, *roles: str, sub: str = "user-1") -> dict[str, str]:
+        key = f"{sub}:{','.join(roles)}"
+        if key not in self.tokens:
+            self.tokens[key] = self.token(*roles, sub=sub)
+        return {"Authorization": f"Bearer {self.tokens[key]}"}
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return self.auth("OWNER", sub="owner-1")
+
+    async def drain_events(self) -> None:
+        await self.app.state.events.drain()
+
+
+_worker_ids = iter(range(100, 1000))
+
+
+async def _record(response: httpx.Response) -> None:
+    await response.aread()
+    if "json" in response.headers.get("content-type", ""):
+        RECEIVED_BODIES.append(response.text)
+
+
+def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "app_env": "test",
+        "var_dir": var_dir,
+        "public_base_url": "https://shop.example",
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def start_api(settings: Settings, key: ECKey) -> AsyncIterator[Api]:
+    app = create_app(settings, ids=SnowflakeGenerator(next(_worker_ids)))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver",
+            event_hooks={"response": [_record]},
+        ) as client:
+            yield Api(app=app, client=client, key=key, settings=settings)
+
+
+@pytest.fixture(scope="session")
+async def pg_api(pg_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    async with start_api(make_settings(pg_database, var_dir), dev_key) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+async def sqlite_api(sqlite_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    async with start_api(make_settings(sqlite_database, var_dir), dev_key) as api:
+        yield api
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def api(request: pytest.FixtureRequest) -> Api:
+    """The same test on PostgreSQL and on the embedded SQLite default."""
+    fixture = "pg_api" if request.param == "postgresql" else "sqlite_api"
+    result: Api = request.getfixturevalue(fixture)
+    return result
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
