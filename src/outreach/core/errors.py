@@ -164,7 +164,9 @@ def error_response(exc: OutreachError) -> Response:
 
 def _field(loc: Sequence[int | str]) -> str:
     parts = list(loc)
-    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+    if len(parts) > 1 and parts[0] in {"query", "path", "header", "cookie"}:
+        return str(parts[1])  # a parameter's own name, also for repeated ones (status.0)
+    if parts and parts[0] == "body":
         parts = parts[1:]
     return ".".join(str(p) for p in parts) or "body"
 
