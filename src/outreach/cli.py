@@ -124,3 +124,7 @@ def dev_token(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

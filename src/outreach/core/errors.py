@@ -250,6 +250,14 @@ def is_database_outage(exc: BaseException) -> bool:
     } or any(isinstance(exc, _outage) for _outage in _asyncpg_outage_types())
 
 
+def _asyncpg_base() -> tuple[type[Exception], ...]:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return ()
+    return (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def _asyncpg_outage_types() -> tuple[type[BaseException], ...]:
     try:
         import asyncpg
@@ -271,11 +279,19 @@ async def _on_unexpected(_: Request, exc: Exception) -> Response:
     return error_response(OutreachError("An unexpected error occurred"))
 
 
+async def _on_driver_error(request: Request, exc: Exception) -> Response:
+    """Database and network errors: an outage is a 503 handled here (not re-raised to the
+    server as a crash); anything else is a bug, answered 500 and logged with its trace."""
+    return await _on_unexpected(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OutreachError, _on_outreach_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(IntegrityError, _on_integrity)
+    for driver_error in (OSError, DBAPIError, *_asyncpg_base()):
+        app.add_exception_handler(driver_error, _on_driver_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

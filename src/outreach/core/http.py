@@ -27,8 +27,14 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    # FastAPI >= 0.16x keeps the included router's route in scope["route"] (path without the
+    # prefix); its "effective route context" has the full template. tests/core/test_http.py
+    # pins this down.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(context, "path_format", None)
+    if not path:
+        route = scope.get("route")
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
     # Unmatched paths are one label, never the raw path (ids, tokens, scanners' junk).
     return str(path) if path else "unmatched"
 
