@@ -233,7 +233,8 @@ class Server:
         raise RuntimeError(f"server not ready: {self.output()[-2000:]}")
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> int:

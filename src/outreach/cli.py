@@ -55,7 +55,7 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_drain_seconds),
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
-        ws="websockets",
+        ws="websockets-sansio",
     )
 
 

@@ -89,5 +89,14 @@ def configure_logging(level: str = "info", fmt: str = "logfmt") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Library chatter stays at warning unless debugging.
     quiet = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
-    for name in ("sqlalchemy.engine", "socketio", "engineio", "httpx", "httpcore", "casbin"):
+    logging.captureWarnings(True)  # warnings become one-line log events too
+    for name in (
+        "sqlalchemy.engine",
+        "socketio",
+        "engineio",
+        "httpx",
+        "httpcore",
+        "casbin",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(name).setLevel(quiet)

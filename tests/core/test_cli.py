@@ -1,0 +1,156 @@
+"""The `outreach` command as an operator runs it: real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from tests.support import BASE, PG_ADMIN, Server
+
+OUTREACH = [sys.executable, "-m", "outreach.cli"]
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DATABASE_", "JWKS_"))
+    }
+    return subprocess.run(
+        [*OUTREACH, *args], env={**clean, **env}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+async def fresh_pg() -> AsyncIterator[str]:
+    name = f"outreach_cli_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "DATABASE_URL and JWKS_URL"),
+        ({"DATABASE_URL": "postgresql://x@127.0.0.1/db"}, "JWKS_URL"),
+        ({"JWKS_URL": "https://id.example/jwks"}, "DATABASE_URL"),
+    ],
+)
+def test_production_refuses_embedded_defaults(
+    tmp_path: Path, env: dict[str, str], missing: str
+) -> None:
+    result = run(["serve"], {"APP_ENV": "production", "VAR_DIR": str(tmp_path), **env})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert missing in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("APP_ENV_NODE_ID", "1024"), ("APP_ENV_NODE_ID", "-1"), ("APP_TIMEZONE", "Mars/Base")],
+)
+def test_bad_settings_stop_start_up_with_one_line(tmp_path: Path, name: str, value: str) -> None:
+    result = run(["serve"], {name: value, "VAR_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert name in result.stderr
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "db-url"
+    secret.write_text("sqlite:///" + str(tmp_path / "from-file.db") + "\n")
+    result = run(["migrate"], {"DATABASE_URL_FILE": str(secret), "VAR_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-file.db").exists()
+    assert str(secret) not in result.stdout
+
+
+async def test_migrate_twice_and_twice_at_once(fresh_pg: str) -> None:
+    env = {"DATABASE_URL": fresh_pg, "LOG_FORMAT": "json"}
+    first = await asyncio.to_thread(run, ["migrate"], env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert "20 policy rule(s) added" in first.stdout
+    second = await asyncio.to_thread(run, ["migrate"], env)
+    assert second.returncode == 0
+    assert "0 policy rule(s) added" in second.stdout
+    together = await asyncio.gather(*(asyncio.to_thread(run, ["migrate"], env) for _ in range(3)))
+    assert [r.returncode for r in together] == [0, 0, 0], [r.stderr for r in together]
+    conn = await asyncpg.connect(fresh_pg)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM casbin_rule") == 20
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0001_initial"
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_first_migrations(fresh_pg: str) -> None:
+    env = {"DATABASE_URL": fresh_pg}
+    results = await asyncio.gather(*(asyncio.to_thread(run, ["migrate"], env) for _ in range(2)))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    added = sorted(int(r.stdout.split("; ")[1].split()[0]) for r in results)
+    assert added == [0, 20]
+
+
+def test_openapi_command_prints_the_document(tmp_path: Path) -> None:
+    result = run(["openapi"], {"VAR_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    doc = orjson.loads(result.stdout)
+    assert f"{BASE}/inquiries/submit" in doc["paths"]
+
+
+def test_dev_token_is_refused_in_production(tmp_path: Path) -> None:
+    result = run(
+        ["dev-token", "--role", "OWNER"],
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": "postgresql://x@127.0.0.1/db",
+            "JWKS_URL": "https://id.example/jwks",
+            "VAR_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+
+
+def test_serve_logs_logfmt_with_request_id_and_a_dev_token_works(tmp_path: Path) -> None:
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}"}
+    assert run(["migrate"], env).returncode == 0
+    token = run(["dev-token", "--role", "OWNER", "--sub", "alice"], env).stdout.strip()
+    server = Server(env)
+    try:
+        server.wait_ready()
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.json()["status"] == "ok"
+        listed = httpx.get(
+            f"{server.url}{BASE}/inquiries",
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-from-portal"},
+        )
+        assert listed.status_code == 200, listed.text
+        bad = httpx.get(f"{server.url}{BASE}/inquiries", headers={"Authorization": "Bearer x.y.z"})
+        assert bad.status_code == 401
+    finally:
+        server.stop()
+    lines = server.output().splitlines()
+    access = [line for line in lines if "requestId=req-from-portal" in line]
+    assert access, server.output()[-3000:]
+    assert all(line.startswith("timestamp=") for line in lines if line.strip())
+    assert any(f"route={BASE}/inquiries" in line and "status=200" in line for line in access)
+    assert token not in server.output()
+    assert "x.y.z" not in server.output()
