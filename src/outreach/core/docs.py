@@ -37,6 +37,7 @@ PAGE = """<!doctype html>
 Scalar.createApiReference('#app', {{
   url: '{spec}',
   withDefaultFonts: false,
+  defaultOpenAllTags: true,
   hideClientButton: false,
   telemetry: false
 }})
