@@ -57,9 +57,9 @@ async def test_submit_emits_inquiry_sent_to_every_reader_role(api: Api, events: 
     assert rooms == ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
     line = [entry for entry in logs if entry.get("inquiryId") == inquiry_id]
     assert line, logs
-    assert line[0]["event"] == (
-        f'Inquiry SENT | inquiryId: {inquiry_id} | rooms: ["role:CASHIER","role:EMPLOYEE","role:OWNER"]'
-    )
+    rooms_json = '["role:CASHIER","role:EMPLOYEE","role:OWNER"]'
+    assert line[0]["event"] == f"Inquiry SENT | inquiryId: {inquiry_id} | rooms: {rooms_json}"
+    assert line[0]["rooms"] == rooms_json
     assert line[0]["log_level"] == "info"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -28,7 +29,9 @@ def form(**overrides: object) -> dict[str, object]:
 
 async def stored(api: Api, inquiry_id: str) -> Inquiry:
     async with api.app.state.sessionmaker() as session:
-        row = (await session.scalars(select(Inquiry).where(Inquiry.id == int(inquiry_id)))).one()
+        row: Inquiry = (
+            await session.scalars(select(Inquiry).where(Inquiry.id == int(inquiry_id)))
+        ).one()
         return row
 
 
@@ -116,7 +119,7 @@ async def test_body_over_64_kib_is_413(pg_api: Api) -> None:
 
 
 async def test_chunked_body_over_64_kib_is_413(pg_api: Api) -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"name": "a", "email": "a@example.com", "message": "'
         for _ in range(80):
             yield b"x" * 1024
@@ -159,7 +162,7 @@ async def test_idempotency_key_with_another_body_is_422(api: Api) -> None:
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "ünïcode"])
 async def test_bad_idempotency_keys_are_422(pg_api: Api, key: str) -> None:
     response = await pg_api.client.post(
-        SUBMIT, json=form(), headers={"Idempotency-Key": key.encode("utf-8")}
+        SUBMIT, json=form(), headers={b"Idempotency-Key": key.encode("utf-8")}
     )
     assert response.status_code == 422
     assert "Idempotency-Key" in [e["field"] for e in response.json()["errors"]]

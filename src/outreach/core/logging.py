@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -40,7 +40,9 @@ def _json_dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
-def configure_logging(level: str = "info", fmt: str = "logfmt") -> None:
+def configure_logging(
+    level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None
+) -> None:
     """Route structlog and the standard library (uvicorn, SQLAlchemy, alembic) to one renderer."""
     renderer: Processor
     if fmt == "json":
@@ -64,7 +66,8 @@ def configure_logging(level: str = "info", fmt: str = "logfmt") -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: tests (structlog.testing.capture_logs) and reconfiguration must take effect.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
@@ -75,7 +78,7 @@ def configure_logging(level: str = "info", fmt: str = "logfmt") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
