@@ -1,0 +1,115 @@
+"""Idempotency keys kept in the database: in flight, stale claims, expiry and purge."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select, update
+
+from outreach.core.idempotency import purge_expired, request_hash
+from outreach.core.models import IdempotencyKey
+from outreach.db import utcnow
+from outreach.inquiries.schemas import InquirySubmit
+from tests.support import BASE, Api, unique_email
+
+SUBMIT = f"{BASE}/inquiries/submit"
+
+
+def body() -> dict[str, str]:
+    return {"name": "Lan", "email": unique_email(), "message": "Chào"}
+
+
+async def claim(api: Api, key: str, payload: dict[str, str], *, age: timedelta) -> None:
+    created = utcnow() - age
+    async with api.app.state.sessionmaker() as session:
+        await session.execute(
+            insert(IdempotencyKey).values(
+                scope="inquiries.submit",
+                key=key,
+                request_hash=request_hash(
+                    InquirySubmit.model_validate(payload).model_dump(mode="json")
+                ),
+                state="running",
+                created_at=created,
+                expires_at=created + timedelta(hours=24),
+            )
+        )
+        await session.commit()
+
+
+async def test_same_key_while_running_is_409(api: Api) -> None:
+    payload = body()
+    key = "running-" + payload["email"]
+    await claim(api, key, payload, age=timedelta(seconds=1))
+    response = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert response.status_code == 409
+    assert response.json()["type"].endswith("/idempotency-in-flight")
+
+
+async def test_a_claim_left_by_a_dead_request_is_taken_over(api: Api) -> None:
+    payload = body()
+    key = "stale-" + payload["email"]
+    await claim(api, key, payload, age=timedelta(minutes=5))
+    response = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert response.status_code == 201
+    replay = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == response.json()
+
+
+async def test_concurrent_requests_with_one_key_store_one_inquiry(pg_api: Api) -> None:
+    payload = body()
+    key = {"Idempotency-Key": "race-" + payload["email"]}
+    answers = await asyncio.gather(
+        *(pg_api.client.post(SUBMIT, json=payload, headers=key) for _ in range(8))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {201, 409}
+    assert statuses.count(201) >= 1
+    ids = {a.json()["id"] for a in answers if a.status_code == 201}
+    assert len(ids) == 1  # every 201 is the same inquiry, first answer or replay
+
+
+async def test_expired_keys_are_reusable_and_purged(api: Api) -> None:
+    payload = body()
+    key = "expired-" + payload["email"]
+    first = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    async with api.app.state.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    # After 24 h the key means nothing: the same body is a new inquiry.
+    second = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert second.status_code == 201
+    assert "idempotent-replayed" not in second.headers
+    assert second.json()["id"] != first.json()["id"]
+    async with api.app.state.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    await purge_expired(api.app.state.fastdb)
+    async with api.app.state.sessionmaker() as session:
+        left = await session.scalar(
+            select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.key == key)
+        )
+        await session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key))
+        await session.commit()
+    assert left == 0
+
+
+async def test_a_failed_request_releases_its_key(pg_api: Api) -> None:
+    payload = body()
+    key = "fails-" + payload["email"]
+    broken = dict(payload, message="x\x00")  # refused before the key is claimed
+    assert (
+        await pg_api.client.post(SUBMIT, json=broken, headers={"Idempotency-Key": key})
+    ).status_code == 422
+    ok = await pg_api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert ok.status_code == 201
