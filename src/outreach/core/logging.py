@@ -26,6 +26,7 @@ def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
 def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key in event_dict.keys() & _REDACT:
         event_dict[key] = "[redacted]"
+    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
     return event_dict
 
 
