@@ -141,6 +141,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION.replace("{base}", base),
         lifespan=lifespan,
+        # Metrics are Prometheus (core/metrics.py); FastAPI's OpenTelemetry hooks cost ~10 %
+        # of a public POST here and export nowhere, so they are off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

@@ -83,7 +83,7 @@ class Authorizer:
         return cached
 
 
-def get_authorizer(request: Request) -> Authorizer:
+async def get_authorizer(request: Request) -> Authorizer:
     authorizer: Authorizer = request.app.state.authorizer
     return authorizer
 

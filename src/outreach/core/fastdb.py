@@ -31,6 +31,8 @@ class FastDB(Protocol):
 
     def transaction(self) -> Any: ...
 
+    def connection(self) -> Any: ...
+
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
@@ -74,6 +76,10 @@ class _PgConn:
         await self._conn.execute(c.sql, *c.args(params))
 
 
+async def _no_reset(_conn: Any) -> None:
+    return None
+
+
 class AsyncpgDB:
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self._dsn = dsn
@@ -94,6 +100,10 @@ class AsyncpgDB:
             timeout=3,  # connect: a stopped database answers 503 quickly
             command_timeout=10,
             max_inactive_connection_lifetime=300,
+            # asyncpg's default reset runs a query on every release (a round trip per
+            # request). These connections never change session state (no SET, LISTEN,
+            # advisory locks, cursors), so there is nothing to reset.
+            reset=_no_reset,
         )
 
     def compiled(self, stmt: Executable) -> _Compiled:
@@ -117,6 +127,12 @@ class AsyncpgDB:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FastConn]:
         async with self._pool.acquire(timeout=5) as conn, conn.transaction():
+            yield _PgConn(self, conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[FastConn]:
+        """Autocommit: each statement is its own transaction (one round trip)."""
+        async with self._pool.acquire(timeout=5) as conn:
             yield _PgConn(self, conn)
 
     async def close(self) -> None:
@@ -163,6 +179,8 @@ class EngineDB:
     async def transaction(self) -> AsyncIterator[FastConn]:
         async with self._engine.begin() as conn:
             yield _SaConn(conn)
+
+    connection = transaction
 
     async def close(self) -> None:
         return None

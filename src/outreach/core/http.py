@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,7 +54,7 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         rid = given.decode("latin-1") if given else ""
         if not REQUEST_ID.fullmatch(rid):
-            rid = uuid.uuid4().hex
+            rid = os.urandom(16).hex()
         token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         start = time.perf_counter()

@@ -139,7 +139,8 @@ async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome |
 async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: Work) -> Outcome:
     """Run `work` in a transaction, at most once per (scope, key) and body within 24 h."""
     if key is None:
-        async with db.transaction() as conn:
+        # The public writes are single statements: autocommit, one round trip.
+        async with db.connection() as conn:
             status, body = await work(conn)
         return Outcome(status, body, False)
     digest = request_hash(payload)

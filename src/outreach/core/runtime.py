@@ -25,7 +25,7 @@ class Runtime:
     authorizer: Authorizer
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -21,7 +21,7 @@ Reader = Annotated[AuthPrincipal, require("statistics", "read")]
 ERRORS = problem_responses(401, 403, 422, 503)
 
 
-def _window(
+async def _window(
     rt: RuntimeDep,
     from_: Annotated[
         str | None, Query(alias="from", max_length=10, description="Local date YYYY-MM-DD")
