@@ -12,6 +12,7 @@ import socketio
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from outreach import __version__
@@ -28,14 +29,17 @@ from outreach.core.idempotency import purge_expired
 from outreach.core.ids import SnowflakeGenerator
 from outreach.core.metrics import get_metrics
 from outreach.core.probes import metrics_router, probe_router
+from outreach.core.public import DOCUMENTED_MODELS, PublicFastLane
 from outreach.core.ratelimit import make_rate_limiter
 from outreach.core.realtime import Realtime
 from outreach.core.routing import ContentTypeRoute
 from outreach.core.runtime import Runtime
 from outreach.db import make_engine, make_sessionmaker
 from outreach.inquiries.router import router as inquiries_router
+from outreach.inquiries.router import submit_inquiry
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
+from outreach.subscribers.router import subscribe, unsubscribe
 
 log = structlog.get_logger("outreach")
 
@@ -180,6 +184,15 @@ def create_app(
     app.include_router(subscribers_router, prefix=base)
     app.include_router(statistics_router, prefix=base)
 
+    # Innermost of ours: the public POSTs served straight from their handlers (core/public.py).
+    app.add_middleware(
+        PublicFastLane,
+        routes={
+            f"{base}/inquiries/submit": submit_inquiry,
+            f"{base}/subscribers/subscribe": subscribe,
+            f"{base}/subscribers/unsubscribe": unsubscribe,
+        },
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -208,16 +221,14 @@ def _install_openapi(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            components = schema.setdefault("components", {})
-            components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components["schemas"].update(
-                Problem.model_json_schema(ref_template="#/components/schemas/{model}").pop(
-                    "$defs", {}
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            models: list[type[BaseModel]] = [Problem, *DOCUMENTED_MODELS]
+            for model in models:
+                model_schema = model.model_json_schema(
+                    by_alias=True, ref_template="#/components/schemas/{model}"
                 )
-            )
-            components["schemas"]["Problem"].pop("$defs", None)
+                schemas.update(model_schema.pop("$defs", {}))
+                schemas[model.__name__] = model_schema
             app.openapi_schema = schema
         return app.openapi_schema
 

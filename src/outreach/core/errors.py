@@ -272,7 +272,7 @@ def _asyncpg_outage_types() -> tuple[type[BaseException], ...]:
     )
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> Response:
+async def handle_unexpected(_: Request, exc: Exception) -> Response:
     if is_database_outage(exc):
         return await _on_database(_, exc)
     log.exception("Unhandled error", error=type(exc).__name__)
@@ -282,7 +282,7 @@ async def _on_unexpected(_: Request, exc: Exception) -> Response:
 async def _on_driver_error(request: Request, exc: Exception) -> Response:
     """Database and network errors: an outage is a 503 handled here (not re-raised to the
     server as a crash); anything else is a bug, answered 500 and logged with its trace."""
-    return await _on_unexpected(request, exc)
+    return await handle_unexpected(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -292,7 +292,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, _on_integrity)
     for driver_error in (OSError, DBAPIError, *_asyncpg_base()):
         app.add_exception_handler(driver_error, _on_driver_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(Exception, handle_unexpected)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -312,7 +312,6 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         s: {
             "description": descriptions.get(s, "Error"),
-            "model": Problem,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for s in statuses

@@ -30,6 +30,9 @@ def route_template(scope: Scope) -> str:
     # FastAPI >= 0.16x keeps the included router's route in scope["route"] (path without the
     # prefix); its "effective route context" has the full template. tests/core/test_http.py
     # pins this down.
+    path = scope.get("outreach.route")  # set by the public fast lane (core/public.py)
+    if path:
+        return str(path)
     context = scope.get("fastapi", {}).get("effective_route_context")
     path = getattr(context, "path_format", None)
     if not path:

@@ -12,12 +12,12 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Header
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from starlette.responses import Response
 
 from outreach.core.errors import IdempotencyInFlight, IdempotencyKeyReused
 from outreach.core.fastdb import FastConn, FastDB
@@ -26,16 +26,6 @@ from outreach.db import table_of, utcnow
 
 TTL = timedelta(hours=24)
 STALE_AFTER = timedelta(seconds=60)
-
-IdempotencyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=r"^[\x20-\x7E]{1,255}$",
-        description="1..255 printable ASCII characters; the same key and body within 24 h "
-        "answers the first response again with `Idempotent-Replayed: true`",
-    ),
-]
 
 _t = table_of(IdempotencyKey)
 
@@ -164,3 +154,9 @@ async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: 
 
 async def purge_expired(db: FastDB) -> None:
     await db.execute(_PURGE, {"p_now": utcnow()})
+
+
+def answer(outcome: Outcome) -> Response:
+    """The HTTP answer of an outcome, marked when it is a replay."""
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.client import client_ip, user_agent
 from outreach.core.errors import problem_responses
-from outreach.core.idempotency import IdempotencyHeader
+from outreach.core.idempotency import answer
 from outreach.core.listing import ListQuery, include_deleted_dependency, list_query_dependency
-from outreach.core.ratelimit import public_rate_limit
+from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
 from outreach.core.routing import ContentTypeRoute
 from outreach.core.runtime import RuntimeDep
 from outreach.db import SessionDep
@@ -44,22 +44,22 @@ IncludeDeleted = Annotated[bool, include_deleted_dependency("inquiries")]
     status_code=201,
     response_model=SubmitOut,
     tags=["public"],
-    dependencies=[Depends(public_rate_limit)],
+    openapi_extra=json_body_doc(InquirySubmit, idempotency=True),
     responses=problem_responses(400, 409, 413, 415, 422, 429, 503),
 )
-async def submit_inquiry(
-    body: InquirySubmit, request: Request, rt: RuntimeDep, idempotency_key: IdempotencyHeader = None
-) -> Response:
+async def submit_inquiry(request: Request) -> Response:
     """Send an inquiry from the website's contact form (public)."""
+    await public_guard(request)
+    key = idempotency_key(request)
+    body = await json_body(request, InquirySubmit)
     outcome = await inquiry_service.submit(
-        rt,
+        request.app.state.runtime,
         body,
         client_ip=client_ip(request),
         user_agent=user_agent(request),
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
     )
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")
+    return answer(outcome)
 
 
 @router.get("/inquiries", response_model=InquiryPage, tags=["inquiries"], responses=ADMIN)

@@ -5,17 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
-from outreach.core.errors import BadRequest, ValidationFailed, problem_responses, validation_errors
-from outreach.core.idempotency import IdempotencyHeader
+from outreach.core.errors import (
+    BadRequest,
+    UnsupportedMediaType,
+    ValidationFailed,
+    problem_responses,
+    validation_errors,
+)
+from outreach.core.idempotency import answer
 from outreach.core.listing import ListQuery, include_deleted_dependency, list_query_dependency
-from outreach.core.ratelimit import public_rate_limit
-from outreach.core.routing import FORM_TYPES, ContentTypeRoute, media_type
+from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
+from outreach.core.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
 from outreach.core.runtime import RuntimeDep
 from outreach.db import SessionDep
 from outreach.subscribers.models import SubscriberStatus
@@ -66,27 +74,37 @@ _UNSUBSCRIBE_BODY: dict[str, Any] = {
     status_code=202,
     response_model=Accepted,
     tags=["public"],
-    dependencies=[Depends(public_rate_limit)],
+    openapi_extra=json_body_doc(SubscribeIn, idempotency=True),
     responses=problem_responses(400, 409, 413, 415, 422, 429, 503),
 )
-async def subscribe(
-    body: SubscribeIn, rt: RuntimeDep, idempotency_key: IdempotencyHeader = None
-) -> Response:
+async def subscribe(request: Request) -> Response:
     """Subscribe to the newsletter (public). The answer is the same for every valid body."""
-    outcome = await subscriber_service.subscribe(rt, body, idempotency_key=idempotency_key)
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")
+    await public_guard(request)
+    key = idempotency_key(request)
+    body = await json_body(request, SubscribeIn)
+    outcome = await subscriber_service.subscribe(
+        request.app.state.runtime, body, idempotency_key=key
+    )
+    return answer(outcome)
 
 
 async def _token_from_body(request: Request) -> str | None:
     kind = media_type(request)
+    # The fast lane (core/public.py) skips ContentTypeRoute: check the type here too.
+    if kind and kind not in FORM_TYPES and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise UnsupportedMediaType("Send the token as JSON, a form field or ?token=")
     if kind in FORM_TYPES:
-        form = await request.form(max_files=0, max_fields=8)
+        try:
+            form = await request.form(max_files=0, max_fields=8)
+        except (HTTPException, MultiPartException):  # Starlette's 400 for a broken form
+            raise BadRequest("The form body cannot be read") from None
         value = form.get("token")
         return value.strip() if isinstance(value, str) and value.strip() else None
     raw = await request.body()
     if not raw.strip():
         return None
+    if not kind:
+        raise UnsupportedMediaType("Content-Type is required for a body")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -103,24 +121,27 @@ async def _token_from_body(request: Request) -> str | None:
     "/subscribers/unsubscribe",
     response_model=Unsubscribed,
     tags=["public"],
-    dependencies=[Depends(public_rate_limit)],
     openapi_extra={"x-accepts-form": True, "requestBody": _UNSUBSCRIBE_BODY},
     responses=problem_responses(400, 404, 413, 415, 422, 429, 503),
 )
 async def unsubscribe(
     request: Request,
-    rt: RuntimeDep,
     token: Annotated[
         str | None, Query(max_length=128, description="The token from the unsubscribe link")
     ] = None,
 ) -> Response:
     """Leave the newsletter with the secret token: JSON, form field or `?token=` (RFC 8058)."""
+    await public_guard(request)
+    if token is None:  # the fast lane calls this handler directly: read the query itself
+        token = request.query_params.get("token")
+    if token is not None and len(token) > 128:
+        raise ValidationFailed("token is too long", errors=[("token", "at most 128 characters")])
     given = await _token_from_body(request) or (token.strip() if token else None)
     if not given:
         raise ValidationFailed(
             "An unsubscribe token is required", errors=[("token", "field required")]
         )
-    await subscriber_service.unsubscribe(rt, given)
+    await subscriber_service.unsubscribe(request.app.state.runtime, given)
     return Response(UNSUBSCRIBED, media_type="application/json")
 
 
