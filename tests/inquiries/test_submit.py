@@ -166,3 +166,24 @@ async def test_bad_idempotency_keys_are_422(pg_api: Api, key: str) -> None:
     )
     assert response.status_code == 422
     assert "Idempotency-Key" in [e["field"] for e in response.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"subject": None}, {"phone": ""}, {"source": "   "}, {"phone": None, "subject": ""}],
+)
+async def test_blank_or_null_optional_fields_are_stored_as_null(
+    api: Api, overrides: dict[str, object]
+) -> None:
+    response = await api.client.post(SUBMIT, json=form(**overrides))
+    assert response.status_code == 201, response.text
+    row = await stored(api, response.json()["id"])
+    for field in overrides:
+        assert getattr(row, field) is None
+
+
+@pytest.mark.parametrize("field", ["subject", "source", "phone", "name"])
+async def test_nul_in_any_text_field_is_422(pg_api: Api, field: str) -> None:
+    response = await pg_api.client.post(SUBMIT, json=form(**{field: "a\x00b"}))
+    assert response.status_code == 422
+    assert field in [e["field"] for e in response.json()["errors"]]

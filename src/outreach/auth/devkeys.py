@@ -55,7 +55,9 @@ def mint_token(
     extra: dict[str, Any] | None = None,
 ) -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "roles": roles, "iat": now, "exp": now + ttl}
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl}
+    if roles:  # no empty `roles` list: a token may carry its role as the `role` string alone
+        claims["roles"] = roles
     if issuer:
         claims["iss"] = issuer
     if audience:

@@ -72,13 +72,18 @@ def unverified_header(token: str) -> dict[str, Any]:
 
 
 def roles_from(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    raw = claims.get("roles")
-    if raw is None:
-        raw = claims.get("role")
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        return ()
+    """The roles of `roles` (a list, or one string) together with `role` (a string, or a list).
+
+    Both claims count: a token with `"roles": []` and `"role": "OWNER"` is an OWNER's (taking
+    `roles` alone whenever it is present refused such tokens with 403).
+    """
+    raw: list[Any] = []
+    for name in ("roles", "role"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            raw.append(value)
+        elif isinstance(value, list):
+            raw.extend(value)
     return tuple(dict.fromkeys(r for r in raw if isinstance(r, str) and 0 < len(r) <= 64))
 
 

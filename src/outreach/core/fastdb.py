@@ -9,6 +9,7 @@ SQLAlchemy engine, which handles SQLite's type conversions.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -80,6 +81,81 @@ async def _no_reset(_conn: Any) -> None:
     return None
 
 
+class _Batcher:
+    """Group commit: rows that arrive while a batch is being written go in the next one.
+
+    No timer: at low load every row is written alone at once; under load one `executemany`
+    (pipelined, atomic) carries many rows in one round trip. When a batch fails, its rows
+    are retried one by one so that each request gets its own row's outcome.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, db: AsyncpgDB, sql: str) -> None:
+        self._db = db
+        self._sql = sql
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, args: list[Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((args, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.MAX_BATCH]
+                del self._pending[: self.MAX_BATCH]
+                await self._write(batch)
+        finally:
+            self._task = None
+
+    async def _write(self, batch: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
+        pool = self._db.pool
+        try:
+            async with pool.acquire(timeout=5) as conn:
+                if len(batch) == 1:
+                    await conn.execute(self._sql, *batch[0][0])
+                else:
+                    await conn.executemany(self._sql, [args for args, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
+            if len(batch) > 1 and not _is_outage(exc):
+                for item in batch:
+                    await self._write([item])
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    from outreach.core.errors import is_database_outage
+
+    return is_database_outage(exc)
+
+
+class _AutoConn:
+    """Autocommit statements on the pool; result-less ones are group-committed."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: AsyncpgDB) -> None:
+        self._db = db
+
+    async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
+        return await self._db.fetchrow(stmt, params)
+
+    async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
+        await self._db.execute_batched(stmt, params)
+
+
 class AsyncpgDB:
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self._dsn = dsn
@@ -89,6 +165,7 @@ class AsyncpgDB:
         self._pool: Any = None
         self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._cache: dict[int, tuple[Executable, _Compiled]] = {}
+        self._batchers: dict[str, _Batcher] = {}
 
     async def open(self) -> None:
         import asyncpg
@@ -105,6 +182,10 @@ class AsyncpgDB:
             # advisory locks, cursors), so there is nothing to reset.
             reset=_no_reset,
         )
+
+    @property
+    def pool(self) -> Any:
+        return self._pool
 
     def compiled(self, stmt: Executable) -> _Compiled:
         entry = self._cache.get(id(stmt))
@@ -131,9 +212,16 @@ class AsyncpgDB:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[FastConn]:
-        """Autocommit: each statement is its own transaction (one round trip)."""
-        async with self._pool.acquire(timeout=5) as conn:
-            yield _PgConn(self, conn)
+        """Autocommit: each statement is its own transaction. Statements without results
+        (the public INSERTs) are group-committed with those of concurrent requests."""
+        yield _AutoConn(self)
+
+    async def execute_batched(self, stmt: Executable, params: Mapping[str, Any]) -> None:
+        c = self.compiled(stmt)
+        batcher = self._batchers.get(c.sql)
+        if batcher is None:
+            batcher = self._batchers[c.sql] = _Batcher(self, c.sql)
+        await batcher.run(c.args(params))
 
     async def close(self) -> None:
         if self._pool is not None:

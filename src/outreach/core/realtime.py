@@ -3,18 +3,22 @@
 With REDIS_URL the events go through Redis so every replica's clients get them. A publish
 that fails or hangs never fails the request: it is bounded, logged as
 `Socket event service not ready`, counted, and the listener re-subscribes quickly when Redis
-is back (the stock manager backs off up to 60 s).
+is back (the stock manager backs off up to 60 s). See docs/realtime.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import orjson
 import socketio
 import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from outreach.auth.jwks import TokenVerifier
 from outreach.auth.principal import authenticate, bearer_token
@@ -25,6 +29,21 @@ log = structlog.get_logger("outreach.realtime")
 
 EMIT_TIMEOUT_SECONDS = 1.0
 LISTEN_RETRY_SECONDS = 0.5
+# A new replica's first client waits at most this long for the Redis subscription, so that a
+# client that is connected also receives what is published from then on.
+FIRST_SUBSCRIBE_WAIT_SECONDS = 1.0
+# Concurrent publishes at most (a hung Redis holds each one for up to EMIT_TIMEOUT_SECONDS).
+PUBLISH_MAX_CONNECTIONS = 64
+
+
+def _keepalive_options() -> dict[int, int]:
+    """A dead Redis peer (a vanished pod) ends the listener's connection in ~11 s, not ~2 h."""
+    options: dict[int, int] = {}
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        constant = getattr(socket, name, None)
+        if constant is not None:
+            options[constant] = value
+    return options
 
 
 class _OrjsonCodec:
@@ -40,35 +59,103 @@ class _OrjsonCodec:
 
 
 class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """AsyncRedisManager that reports publish failures and re-subscribes without long back-off."""
+    """AsyncRedisManager that reports publish failures and re-subscribes without long back-off.
+
+    The stock manager shares one client between publishing and listening and replaces both
+    whenever either fails; a publish failing while the listener re-subscribed could leave the
+    listener on a pubsub that was never subscribed (whose `listen()` returns at once: a busy
+    loop). Here the publisher has one client for the process (its pool reconnects by itself)
+    and the listener makes its own client for each subscription, closed when it is lost.
+    """
+
+    def __init__(self, url: str, *, channel: str, redis_options: Mapping[str, Any]) -> None:
+        super().__init__(url, channel=channel, redis_options=dict(redis_options))
+        self._options = dict(redis_options)
+        self._publisher: Redis | None = None
+        self._listener: Redis | None = None
+        self._first_attempt = asyncio.Event()
+        self.subscribed = False
+
+    def _client(self, **overrides: Any) -> Redis:
+        client: Redis = Redis.from_url(self.redis_url, **{**self._options, **overrides})
+        return client
 
     async def _publish(self, data: Any) -> Any:
-        try:
-            if not self.connected:  # type: ignore[has-type]
-                self._redis_connect()
-            return await self.redis.publish(self.channel, self.json.dumps(data))
-        except Exception:
-            self.connected = False
-            raise
+        if self._publisher is None:
+            # One immediate retry: the first command on a pooled connection that Redis closed
+            # (a restart) fails once, then the pool reconnects.
+            self._publisher = self._client(
+                retry=Retry(NoBackoff(), 1), max_connections=PUBLISH_MAX_CONNECTIONS
+            )
+        return await self._publisher.publish(self.channel, self.json.dumps(data))
 
-    async def _redis_listen_with_retries(self) -> Any:
-        subscribed = False
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        lost = False
         while True:
+            client = self._client(
+                retry=Retry(NoBackoff(), 0),  # failures come here: one retry policy, below
+                socket_timeout=None,  # an idle subscription is not a timeout
+                socket_keepalive=True,
+                socket_keepalive_options=_keepalive_options(),
+            )
+            self._listener = client
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                if not subscribed:
-                    self._redis_connect()
-                    await self.pubsub.subscribe(self.channel)
-                    subscribed = True
-                    log.info("Realtime subscribed to Redis", channel=self.channel)
-                async for message in self.pubsub.listen():
+                await asyncio.wait_for(pubsub.subscribe(self.channel), EMIT_TIMEOUT_SECONDS)
+                self.subscribed = True
+                self._first_attempt.set()
+                log.info("Realtime subscribed to Redis", channel=self.channel)
+                lost = False
+                async for message in pubsub.listen():
                     yield message
+                raise ConnectionError("subscription ended")  # never a busy loop
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if subscribed:
+            except Exception as exc:  # noqa: BLE001 - any failure: subscribe again
+                if not lost:
                     log.warning("Realtime lost Redis; re-subscribing", error=type(exc).__name__)
-                subscribed = False
-                await asyncio.sleep(LISTEN_RETRY_SECONDS)
+                    lost = True
+            finally:
+                self.subscribed = False
+                self._first_attempt.set()
+                await _close_quietly(pubsub, client)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        channel = self.channel.encode("utf-8")
+        async for message in self._redis_listen_with_retries():
+            if (
+                message.get("channel") == channel
+                and message.get("type") == "message"
+                and "data" in message
+            ):
+                yield message["data"]
+
+    async def wait_first_subscription(self, timeout: float) -> None:
+        """Until the listener's first attempt to subscribe has succeeded or failed."""
+        if not self._first_attempt.is_set():
+            try:
+                await asyncio.wait_for(self._first_attempt.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def aclose(self) -> None:
+        task = getattr(self, "thread", None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for client in (self._publisher, self._listener):
+            if client is not None:
+                await _close_quietly(client)
+        self._publisher = self._listener = None
+
+
+async def _close_quietly(*resources: Any) -> None:
+    for resource in resources:
+        try:
+            await resource.aclose()
+        except Exception:  # noqa: BLE001, S110 - closing what already failed
+            pass
 
 
 class Realtime:
@@ -83,9 +170,10 @@ class Realtime:
     ) -> None:
         self.metrics = metrics
         self._verifier = verifier
+        self._redis: ResilientRedisManager | None = None
         manager: socketio.AsyncManager | None = None
         if redis_url:
-            manager = ResilientRedisManager(
+            manager = self._redis = ResilientRedisManager(
                 redis_url,
                 channel=channel,
                 redis_options={
@@ -123,6 +211,8 @@ class Realtime:
         for room in rooms:
             await self.sio.enter_room(sid, room)
         await self.sio.save_session(sid, {"sub": principal.sub})
+        if self._redis is not None:
+            await self._redis.wait_first_subscription(FIRST_SUBSCRIBE_WAIT_SECONDS)
         self.metrics.realtime_clients.inc()
         log.info("Realtime client connected", sub=principal.sub, rooms=rooms)
 
@@ -142,29 +232,29 @@ class Realtime:
             )
         except Exception as exc:  # noqa: BLE001 - best effort by contract
             self.metrics.realtime_emit_failures.inc()
+            # structlog's message key is `event`: the Socket.IO event name is `eventName`.
             log.warning(
-                "Socket event service not ready", event=event, error=type(exc).__name__, **fields
+                "Socket event service not ready",
+                eventName=event,
+                error=type(exc).__name__,
+                **fields,
             )
             return False
         return True
 
     async def disconnect_all(self) -> None:
-        """On shutdown: clients reconnect to another replica."""
+        """On shutdown: close every transport, so clients reconnect (to another replica).
+
+        A Socket.IO-level disconnect would tell socket.io-client "io server disconnect", after
+        which it does not reconnect by itself; a closed transport ("transport close") does.
+        """
         try:
-            for sid in list(self.sio.manager.get_participants("/", None)):
-                await self.sio.disconnect(sid[0] if isinstance(sid, tuple) else sid)
+            if self.sio.eio.sockets:
+                await self.sio.eio.disconnect()
         except Exception as exc:  # noqa: BLE001
             log.warning("Realtime disconnect failed", error=type(exc).__name__)
 
     async def close(self) -> None:
         await self.disconnect_all()
-        manager = self.sio.manager
-        task = getattr(manager, "thread", None)
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-        redis = getattr(manager, "redis", None)
-        if redis is not None:
-            try:
-                await redis.aclose()
-            except Exception:  # noqa: BLE001
-                pass
+        if self._redis is not None:
+            await self._redis.aclose()

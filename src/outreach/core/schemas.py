@@ -93,14 +93,34 @@ Email = Annotated[
     Field(min_length=3, max_length=254, json_schema_extra={"format": "email"}),
     AfterValidator(_email),
 ]
-OptionalText = Annotated[str | None, BeforeValidator(_empty_to_none)]
 PHONE = re.compile(r"^[0-9 +\-()]{1,32}$")
 
 
-def check_phone(value: str | None) -> str | None:
-    if value is not None and not PHONE.fullmatch(value):
+def check_phone(value: str) -> str:
+    if not PHONE.fullmatch(value):
         raise ValueError("only digits, spaces and +-() are allowed")
     return value
+
+
+# Optional text fields: blank or null is None; the bounds apply to the text only (a
+# max_length on the whole `str | None` fails on None with a TypeError, a 500).
+OptionalName = Annotated[
+    Annotated[str, Field(max_length=120), AfterValidator(_no_nul)] | None,
+    BeforeValidator(_empty_to_none),
+]
+OptionalSubject = Annotated[
+    Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None,
+    BeforeValidator(_empty_to_none),
+]
+OptionalSource = Annotated[
+    Annotated[str, Field(max_length=2048), AfterValidator(_no_nul)] | None,
+    BeforeValidator(_empty_to_none),
+]
+OptionalPhone = Annotated[
+    Annotated[str, Field(max_length=32), AfterValidator(_no_nul), AfterValidator(check_phone)]
+    | None,
+    BeforeValidator(_empty_to_none),
+]
 
 
 def parse_id(raw: str | int) -> int | None:

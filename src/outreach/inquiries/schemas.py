@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from outreach.core.schemas import (
     Email,
     IdStr,
     InModel,
-    OptionalText,
+    OptionalPhone,
+    OptionalSource,
+    OptionalSubject,
     OutModel,
     Page,
     Text,
     Timestamp,
-    check_phone,
 )
 from outreach.inquiries.models import InquiryStatus
 
@@ -26,9 +27,9 @@ class InquirySubmit(InModel):
     name: Annotated[Text, Field(min_length=1, max_length=120)]
     email: Email
     message: Annotated[Text, Field(min_length=1, max_length=5000)]
-    phone: Annotated[OptionalText, Field(max_length=32), AfterValidator(check_phone)] = None
-    subject: Annotated[OptionalText, Field(max_length=200)] = None
-    source: Annotated[OptionalText, Field(max_length=2048)] = None
+    phone: OptionalPhone = None
+    subject: OptionalSubject = None
+    source: OptionalSource = None
     website: Annotated[
         str | None,
         Field(
@@ -67,7 +68,9 @@ class InquiryPage(Page[InquiryOut]):
 
 class InquiryUpdate(InModel):
     status: InquiryStatus | None = None
-    note: Annotated[Text | None, Field(max_length=2000, description="`null` clears it")] = None
+    note: Annotated[
+        Annotated[Text, Field(max_length=2000)] | None, Field(description="`null` clears it")
+    ] = None
 
     @model_validator(mode="after")
     def _something(self) -> InquiryUpdate:

@@ -6,14 +6,23 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from outreach.core.schemas import Email, IdStr, InModel, OptionalText, OutModel, Page, Timestamp
+from outreach.core.schemas import (
+    Email,
+    IdStr,
+    InModel,
+    OptionalName,
+    OptionalSource,
+    OutModel,
+    Page,
+    Timestamp,
+)
 from outreach.subscribers.models import SubscriberStatus
 
 
 class SubscribeIn(InModel):
     email: Email
-    name: Annotated[OptionalText, Field(max_length=120)] = None
-    source: Annotated[OptionalText, Field(max_length=2048)] = None
+    name: OptionalName = None
+    source: OptionalSource = None
 
 
 class SubscriberCreate(SubscribeIn):
@@ -50,7 +59,7 @@ class SubscriberPage(Page[SubscriberOut]):
 
 
 class SubscriberUpdate(InModel):
-    name: Annotated[OptionalText, Field(max_length=120, description="`null` clears it")] = None
+    name: Annotated[OptionalName, Field(description="`null` clears it")] = None
     status: SubscriberStatus | None = None
 
     @model_validator(mode="after")

@@ -1,0 +1,639 @@
+"""Public subscriber routes: POST /subscribers/subscribe and POST /subscribers/unsubscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import unicodedata
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from sqlalchemy import select
+
+from outreach.subscribers.models import Subscriber
+from tests.support import BASE, Api, unique_email
+
+SUBSCRIBE = f"{BASE}/subscribers/subscribe"
+UNSUBSCRIBE = f"{BASE}/subscribers/unsubscribe"
+SUBSCRIBERS = f"{BASE}/subscribers"
+OUT_FIELDS = {
+    "id",
+    "email",
+    "name",
+    "source",
+    "status",
+    "subscribedAt",
+    "unsubscribedAt",
+    "createdAt",
+    "updatedAt",
+    "deletedAt",
+}
+READER_ROOMS = ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _apis(request: pytest.FixtureRequest) -> list[Api]:
+    found: dict[int, Api] = {}
+    for name in ("api", "pg_api", "sqlite_api"):
+        if name in request.fixturenames:
+            value: Api = request.getfixturevalue(name)
+            found[id(value)] = value
+    return list(found.values())
+
+
+class Watch:
+    """The responses a test received, by the apps it used."""
+
+    def __init__(self, apis: list[Api]) -> None:
+        self.apis = apis
+        self.bodies: list[str] = []
+
+    async def keep(self, response: httpx.Response) -> None:
+        await response.aread()
+        if not response.headers.get("content-type", "").startswith("text/csv"):
+            self.bodies.append(response.text)
+
+
+@pytest.fixture
+def _watch(request: pytest.FixtureRequest) -> Iterator[Watch]:
+    # Synchronous: fixtures are resolved here, outside the running event loop.
+    watch = Watch(_apis(request))
+    for api in watch.apis:
+        api.client.event_hooks["response"].append(watch.keep)
+    yield watch
+    for api in watch.apis:
+        api.client.event_hooks["response"].remove(watch.keep)
+
+
+@pytest.fixture(autouse=True)
+async def no_response_carries_a_token(_watch: Watch) -> AsyncIterator[None]:
+    """Every response of the test (CSV exports aside) is checked for every stored token."""
+    yield
+    tokens: set[str] = set()
+    for api in _watch.apis:
+        async with api.app.state.sessionmaker() as session:
+            tokens |= set((await session.scalars(select(Subscriber.unsubscribe_token))).all())
+    leaked = [t for t in tokens if any(t in body for body in _watch.bodies)]
+    assert leaked == [], "an unsubscribe token appeared in a response"
+
+
+class Recorder:
+    """Realtime emits seen by the app: (event, payload, rooms)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], list[str]]] = []
+
+    async def emit(self, event: str, payload: Any, rooms: Any, **_: Any) -> bool:
+        self.calls.append((event, dict(payload), list(rooms)))
+        return True
+
+    def about(self, email: str) -> list[tuple[str, dict[str, Any], list[str]]]:
+        return [call for call in self.calls if call[1].get("email") == email]
+
+
+async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    await api.drain_events()  # earlier tests' events go to the real emitter
+    recorder = Recorder()
+    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
+    return recorder
+
+
+async def rows(api: Api, email: str) -> list[Subscriber]:
+    """Every row with this email, deleted ones included, oldest first."""
+    async with api.app.state.sessionmaker() as session:
+        result = await session.scalars(
+            select(Subscriber).where(Subscriber.email == email.lower()).order_by(Subscriber.id)
+        )
+        return list(result.all())
+
+
+async def live(api: Api, email: str) -> Subscriber:
+    found = [row for row in await rows(api, email) if row.deleted_at is None]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def subscribe(api: Api, email: str, **extra: Any) -> httpx.Response:
+    response = await api.client.post(SUBSCRIBE, json={"email": email, **extra})
+    assert response.status_code == 202, response.text
+    return response
+
+
+async def subscribed(api: Api, **extra: Any) -> tuple[str, str]:
+    """A new ACTIVE subscriber: (email, token)."""
+    email = unique_email("sub")
+    await subscribe(api, email, **extra)
+    return email, (await live(api, email)).unsubscribe_token
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["requestId"] == response.headers["x-request-id"]
+    if slug is not None:
+        assert problem["type"].endswith(f"/{slug}"), problem
+
+
+def fields(response: httpx.Response) -> list[str]:
+    return [e["field"] for e in response.json().get("errors") or []]
+
+
+# ---- subscribe ----------------------------------------------------------------------------
+
+
+async def test_new_address_is_accepted_and_stored_active(api: Api) -> None:
+    email = unique_email("New")
+    given = "  " + email.upper().replace("@EXAMPLE.COM", "@Example.com") + " "
+    response = await api.client.post(
+        SUBSCRIBE, json={"email": given, "name": "  Trần Thị Ánh ", "source": "footer"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "ACCEPTED"}
+    assert response.headers["content-type"].startswith("application/json")
+    row = await live(api, email)
+    assert row.email == email.lower()
+    assert row.name == "Trần Thị Ánh"
+    assert row.source == "footer"
+    assert row.status == "ACTIVE"
+    assert row.subscribed_at is not None
+    assert row.unsubscribed_at is None
+    assert row.deleted_at is None
+
+
+async def test_tokens_are_long_random_and_distinct(pg_api: Api) -> None:
+    first_email, first = await subscribed(pg_api)
+    _, second = await subscribed(pg_api)
+    row = await live(pg_api, first_email)
+    # At least 128 bits of URL-safe base64, not derived from the (time-ordered) id.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22,128}", first)
+    assert first != second
+    assert str(row.id) not in first
+    assert not first.isdigit()
+
+
+async def test_subscribing_an_active_address_again_changes_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email, token = await subscribed(api, name="Original", source="footer")
+    before = await live(api, email)
+    events = await record_events(api, monkeypatch)
+    again = await api.client.post(
+        SUBSCRIBE, json={"email": email.upper(), "name": "Changed", "source": "popup"}
+    )
+    assert again.status_code == 202
+    assert again.json() == {"status": "ACCEPTED"}
+    await api.drain_events()
+    after = await live(api, email)
+    assert len(await rows(api, email)) == 1
+    assert after.id == before.id
+    assert after.unsubscribe_token == token
+    assert after.subscribed_at == before.subscribed_at
+    assert after.updated_at == before.updated_at
+    assert (after.name, after.source, after.status) == ("Original", "footer", "ACTIVE")
+    assert events.about(email.lower()) == []
+
+
+async def test_unsubscribed_address_comes_back_active_with_a_new_token(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email, old_token = await subscribed(api, name="Lan")
+    left = await api.client.post(UNSUBSCRIBE, json={"token": old_token})
+    assert left.status_code == 200
+    gone = await live(api, email)
+    assert gone.status == "UNSUBSCRIBED"
+    assert gone.unsubscribed_at is not None
+
+    events = await record_events(api, monkeypatch)
+    back = await api.client.post(SUBSCRIBE, json={"email": email})
+    assert back.status_code == 202
+    assert back.json() == {"status": "ACCEPTED"}
+    await api.drain_events()
+    row = await live(api, email)
+    assert row.id == gone.id
+    assert row.status == "ACTIVE"
+    assert row.unsubscribed_at is None
+    assert row.subscribed_at >= gone.subscribed_at
+    assert row.name == "Lan"  # kept when the form does not send one
+    assert row.unsubscribe_token != old_token
+    assert [name for name, _, _ in events.about(email)] == ["subscriber.subscribed"]
+
+    stale = await api.client.post(UNSUBSCRIBE, json={"token": old_token})
+    assert_problem(stale, 404, "not-found")
+    assert (await live(api, email)).status == "ACTIVE"
+    fresh = await api.client.post(UNSUBSCRIBE, json={"token": row.unsubscribe_token})
+    assert fresh.status_code == 200
+    assert (await live(api, email)).status == "UNSUBSCRIBED"
+
+
+async def test_a_deleted_subscriber_does_not_block_the_address(pg_api: Api) -> None:
+    email, _ = await subscribed(pg_api)
+    old = await live(pg_api, email)
+    deleted = await pg_api.client.delete(f"{SUBSCRIBERS}/{old.id}", headers=pg_api.owner)
+    assert deleted.status_code == 204
+    await subscribe(pg_api, email)
+    all_rows = await rows(pg_api, email)
+    assert len(all_rows) == 2
+    assert all_rows[0].id == old.id
+    assert all_rows[0].deleted_at is not None
+    assert all_rows[1].status == "ACTIVE"
+    assert all_rows[1].deleted_at is None
+
+
+async def test_concurrent_subscribes_of_one_address_store_one_row(pg_api: Api) -> None:
+    email = unique_email("race")
+    answers = await asyncio.gather(
+        *(pg_api.client.post(SUBSCRIBE, json={"email": email}) for _ in range(6))
+    )
+    assert [a.status_code for a in answers] == [202] * 6
+    assert len(await rows(pg_api, email)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"email": "a@" + "b" * 250 + ".com"}, "email"),
+        ({"email": "   "}, "email"),
+        ({"email": "nul\x00@example.com"}, "email"),
+        ({"email": 42}, "email"),
+        ({"name": "x" * 121}, "name"),
+        ({"name": "nul \x00 byte"}, "name"),
+        ({"name": ["list"]}, "name"),
+        ({"source": "s" * 2049}, "source"),
+        ({"source": "nul \x00"}, "source"),
+        ({"unknown": "field"}, "unknown"),
+    ],
+)
+async def test_invalid_subscribe_bodies_are_422_naming_the_field(
+    pg_api: Api, body: dict[str, Any], field: str
+) -> None:
+    email = unique_email("invalid")
+    response = await pg_api.client.post(SUBSCRIBE, json={"email": email, **body})
+    assert_problem(response, 422, "validation-failed")
+    assert field in fields(response)
+    assert await rows(pg_api, email) == []
+
+
+@pytest.mark.parametrize("empty", [None, "", "   "])
+async def test_null_or_blank_name_and_source_are_stored_as_null(
+    api: Api, empty: str | None
+) -> None:
+    email = unique_email("blank")
+    response = await api.client.post(
+        SUBSCRIBE, json={"email": email, "name": empty, "source": empty}
+    )
+    assert response.status_code == 202, response.text
+    row = await live(api, email)
+    assert (row.name, row.source, row.status) == (None, None, "ACTIVE")
+
+
+async def test_longest_name_and_source_are_accepted(pg_api: Api) -> None:
+    email = unique_email("long")
+    await subscribe(pg_api, email, name="ắ" * 120, source="s" * 2048)
+    row = await live(pg_api, email)
+    assert row.name == "ắ" * 120
+    assert row.source == "s" * 2048
+
+
+async def test_missing_email_is_named(pg_api: Api) -> None:
+    response = await pg_api.client.post(SUBSCRIBE, json={"name": "No Mail"})
+    assert_problem(response, 422)
+    assert fields(response) == ["email"]
+
+
+async def test_subscribe_malformed_json_is_400(pg_api: Api) -> None:
+    response = await pg_api.client.post(
+        SUBSCRIBE, content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400, "malformed-request")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_subscribe_wrong_content_type_is_415(pg_api: Api, content_type: str) -> None:
+    email = unique_email("ct")
+    response = await pg_api.client.post(
+        SUBSCRIBE, content=f"email={email}".encode(), headers={"Content-Type": content_type}
+    )
+    assert_problem(response, 415, "unsupported-media-type")
+    assert await rows(pg_api, email) == []
+
+
+async def test_idempotency_key_replays_the_first_answer_and_does_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = unique_email("idem")
+    key = {"Idempotency-Key": f"sub-{email}"}
+    first = await api.client.post(SUBSCRIBE, json={"email": email}, headers=key)
+    assert first.status_code == 202
+    assert "idempotent-replayed" not in first.headers
+    # Unsubscribe, then replay: a replay must not run the subscribe again.
+    token = (await live(api, email)).unsubscribe_token
+    assert (await api.client.post(UNSUBSCRIBE, json={"token": token})).status_code == 200
+    events = await record_events(api, monkeypatch)
+    again = await api.client.post(SUBSCRIBE, json={"email": email}, headers=key)
+    assert again.status_code == 202
+    assert again.json() == first.json() == {"status": "ACCEPTED"}
+    assert again.headers["idempotent-replayed"] == "true"
+    await api.drain_events()
+    row = await live(api, email)
+    assert row.status == "UNSUBSCRIBED"
+    assert row.unsubscribe_token == token
+    assert events.about(email) == []
+
+
+async def test_idempotency_key_with_another_body_is_422(api: Api) -> None:
+    key = {"Idempotency-Key": "reuse-" + unique_email()}
+    first_email, other_email = unique_email("first"), unique_email("other")
+    first = await api.client.post(SUBSCRIBE, json={"email": first_email}, headers=key)
+    assert first.status_code == 202
+    response = await api.client.post(SUBSCRIBE, json={"email": other_email}, headers=key)
+    assert_problem(response, 422, "idempotency-key-reused")
+    assert await rows(api, other_email) == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "ünïcode"])
+async def test_bad_idempotency_keys_are_422(pg_api: Api, key: str) -> None:
+    email = unique_email("badkey")
+    response = await pg_api.client.post(
+        SUBSCRIBE, json={"email": email}, headers={b"Idempotency-Key": key.encode("utf-8")}
+    )
+    assert_problem(response, 422)
+    assert "Idempotency-Key" in fields(response)
+    assert await rows(pg_api, email) == []
+
+
+# ---- unsubscribe --------------------------------------------------------------------------
+
+
+async def test_unsubscribe_with_a_json_token_changes_only_that_subscriber(api: Api) -> None:
+    email, token = await subscribed(api)
+    bystander_email, _ = await subscribed(api)
+    bystander = await live(api, bystander_email)
+    response = await api.client.post(UNSUBSCRIBE, json={"token": token})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "UNSUBSCRIBED"}
+    assert response.headers["content-type"].startswith("application/json")
+    row = await live(api, email)
+    assert row.status == "UNSUBSCRIBED"
+    assert row.unsubscribed_at is not None
+    assert row.updated_at == row.unsubscribed_at
+    after = await live(api, bystander_email)
+    assert (after.status, after.updated_at, after.unsubscribed_at) == (
+        "ACTIVE",
+        bystander.updated_at,
+        None,
+    )
+
+    again = await api.client.post(UNSUBSCRIBE, json={"token": token})
+    assert again.status_code == 200
+    assert again.json() == {"status": "UNSUBSCRIBED"}
+    assert (await live(api, email)).unsubscribed_at == row.unsubscribed_at
+
+
+async def test_unsubscribe_with_a_form_field(api: Api) -> None:
+    email, token = await subscribed(api)
+    response = await api.client.post(UNSUBSCRIBE, data={"token": token})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "UNSUBSCRIBED"}
+    assert (await live(api, email)).status == "UNSUBSCRIBED"
+
+
+async def test_unsubscribe_with_the_query_and_no_body(api: Api) -> None:
+    email, token = await subscribed(api)
+    response = await api.client.post(UNSUBSCRIBE, params={"token": token})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "UNSUBSCRIBED"}
+    assert (await live(api, email)).status == "UNSUBSCRIBED"
+
+
+async def test_rfc8058_one_click_unsubscribe(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    email, token = await subscribed(api)
+    events = await record_events(api, monkeypatch)
+    response = await api.client.post(
+        UNSUBSCRIBE, params={"token": token}, data={"List-Unsubscribe": "One-Click"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "UNSUBSCRIBED"}
+    assert (await live(api, email)).status == "UNSUBSCRIBED"
+    again = await api.client.post(
+        UNSUBSCRIBE, params={"token": token}, data={"List-Unsubscribe": "One-Click"}
+    )
+    assert again.status_code == 200
+    assert again.json() == {"status": "UNSUBSCRIBED"}
+    await api.drain_events()
+    assert [name for name, _, _ in events.about(email)] == ["subscriber.unsubscribed"]
+
+
+async def test_rfc8058_one_click_as_multipart_form(pg_api: Api) -> None:
+    email, token = await subscribed(pg_api)
+    body = (
+        b"--b0undary\r\n"
+        b'Content-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        b"One-Click\r\n"
+        b"--b0undary--\r\n"
+    )
+    response = await pg_api.client.post(
+        UNSUBSCRIBE,
+        params={"token": token},
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
+    assert response.status_code == 200, response.text
+    assert (await live(pg_api, email)).status == "UNSUBSCRIBED"
+
+
+def _wrong_tokens(token: str) -> list[str]:
+    last = "A" if token[-1] != "A" else "B"
+    return [
+        token[:-1] + last,  # right selector, wrong secret
+        secrets.token_urlsafe(32),  # the right shape, unknown
+        token[:16],  # the selector alone
+        token + "x",
+        "garbage",
+        token.upper() if token.upper() != token else token.lower(),
+    ]
+
+
+async def test_unknown_tokens_are_404_and_change_nothing(api: Api) -> None:
+    email, token = await subscribed(api)
+    before = await live(api, email)
+    for wrong in _wrong_tokens(token):
+        for send in (
+            {"json": {"token": wrong}},
+            {"data": {"token": wrong}},
+            {"params": {"token": wrong}},
+        ):
+            response = await api.client.post(UNSUBSCRIBE, **send)  # type: ignore[arg-type]
+            assert_problem(response, 404, "not-found")
+            assert wrong not in response.text
+    after = await live(api, email)
+    assert (after.status, after.updated_at) == ("ACTIVE", before.updated_at)
+
+
+async def test_a_deleted_subscribers_token_is_404(pg_api: Api) -> None:
+    email, token = await subscribed(pg_api)
+    row = await live(pg_api, email)
+    deleted = await pg_api.client.delete(f"{SUBSCRIBERS}/{row.id}", headers=pg_api.owner)
+    assert deleted.status_code == 204
+    response = await pg_api.client.post(UNSUBSCRIBE, json={"token": token})
+    assert_problem(response, 404, "not-found")
+    stored = (await rows(pg_api, email))[0]
+    assert stored.status == "ACTIVE"
+    assert stored.deleted_at is not None
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        {},
+        {"json": {}},
+        {"json": {"token": ""}},
+        {"json": {"token": "   "}},
+        {"data": {}},
+        {"data": {"token": "  "}},
+        {"data": {"List-Unsubscribe": "One-Click"}},
+        {"params": {"token": ""}},
+    ],
+    ids=[
+        "nothing",
+        "json-empty",
+        "json-blank",
+        "json-spaces",
+        "form-empty",
+        "form-blank",
+        "one-click-no-token",
+        "query-empty",
+    ],
+)
+async def test_no_token_is_422(pg_api: Api, send: dict[str, Any]) -> None:
+    response = await pg_api.client.post(UNSUBSCRIBE, **send)
+    assert_problem(response, 422)
+    assert "token" in fields(response)
+
+
+async def test_unsubscribe_json_with_unknown_field_is_422(pg_api: Api) -> None:
+    _, token = await subscribed(pg_api)
+    response = await pg_api.client.post(UNSUBSCRIBE, json={"token": token, "extra": 1})
+    assert_problem(response, 422)
+    assert "extra" in fields(response)
+
+
+async def test_unsubscribe_malformed_json_is_400(pg_api: Api) -> None:
+    response = await pg_api.client.post(
+        UNSUBSCRIBE, content=b'{"token": ', headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400, "malformed-request")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", None])
+async def test_unsubscribe_wrong_content_type_is_415(pg_api: Api, content_type: str | None) -> None:
+    email, token = await subscribed(pg_api)
+    response = await pg_api.client.post(
+        UNSUBSCRIBE,
+        content=f"token={token}".encode(),
+        headers={"Content-Type": content_type} if content_type else {},
+    )
+    assert_problem(response, 415, "unsupported-media-type")
+    assert (await live(pg_api, email)).status == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"no boundary"),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="token"; filename="t.txt"\r\n\r\n'
+            b"x\r\n--zz--\r\n",
+        ),
+        ("application/x-www-form-urlencoded", b"&".join(b"f%d=1" % i for i in range(20))),
+    ],
+    ids=["no-boundary", "file", "too-many-fields"],
+)
+async def test_unreadable_unsubscribe_forms_are_400(
+    pg_api: Api, content_type: str, body: bytes
+) -> None:
+    response = await pg_api.client.post(
+        UNSUBSCRIBE, content=body, headers={"Content-Type": content_type}
+    )
+    assert_problem(response, 400, "malformed-request")
+
+
+async def test_unsubscribe_body_over_64_kib_is_413(pg_api: Api) -> None:
+    email, token = await subscribed(pg_api)
+    response = await pg_api.client.post(UNSUBSCRIBE, data={"token": token, "padding": "x" * 70_000})
+    assert_problem(response, 413, "payload-too-large")
+    assert (await live(pg_api, email)).status == "ACTIVE"
+
+
+async def test_tokens_never_reach_the_logs(pg_api: Api) -> None:
+    with structlog.testing.capture_logs() as logs:
+        email, token = await subscribed(pg_api)
+        await pg_api.client.post(UNSUBSCRIBE, params={"token": token})
+        await pg_api.client.post(UNSUBSCRIBE, json={"token": token[:-1] + "!"})
+        await pg_api.client.post(SUBSCRIBE, json={"email": email})
+        new_token = (await live(pg_api, email)).unsubscribe_token
+        await pg_api.client.post(UNSUBSCRIBE, data={"token": new_token})
+        await pg_api.drain_events()
+    text = repr(logs)
+    assert token[:16] not in text
+    assert new_token[:16] not in text
+
+
+# ---- realtime -----------------------------------------------------------------------------
+
+
+async def test_subscribe_and_unsubscribe_emit_events_without_the_token(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = await record_events(api, monkeypatch)
+    email = unique_email("events")
+    await subscribe(api, email, name="Nguyễn Văn B", source="footer")
+    await api.drain_events()
+    row = await live(api, email)
+    sent = events.about(email)
+    assert [name for name, _, _ in sent] == ["subscriber.subscribed"]
+    _, payload, rooms = sent[0]
+    assert rooms == READER_ROOMS
+    assert set(payload) == OUT_FIELDS
+    assert payload["id"] == str(row.id)
+    assert payload["name"] == "Nguyễn Văn B"
+    assert payload["source"] == "footer"
+    assert payload["status"] == "ACTIVE"
+    assert payload["unsubscribedAt"] is None
+    assert payload["deletedAt"] is None
+    assert TIME.fullmatch(payload["subscribedAt"])
+    assert row.unsubscribe_token not in repr(payload)
+
+    assert (
+        await api.client.post(UNSUBSCRIBE, json={"token": row.unsubscribe_token})
+    ).status_code == 200
+    await api.drain_events()
+    sent = events.about(email)
+    assert [name for name, _, _ in sent] == ["subscriber.subscribed", "subscriber.unsubscribed"]
+    _, payload, rooms = sent[1]
+    assert rooms == READER_ROOMS
+    assert set(payload) == OUT_FIELDS
+    assert payload["id"] == str(row.id)
+    assert payload["status"] == "UNSUBSCRIBED"
+    assert TIME.fullmatch(payload["unsubscribedAt"])
+    assert row.unsubscribe_token not in repr(payload)
+
+
+async def test_vietnamese_text_is_stored_as_given(pg_api: Api) -> None:
+    decomposed = unicodedata.normalize("NFD", "Phạm Thị Hường")
+    email, _ = await subscribed(pg_api, name=decomposed, source="<b>footer</b>")
+    row = await live(pg_api, email)
+    assert row.name == decomposed
+    assert row.source == "<b>footer</b>"
