@@ -20,6 +20,10 @@ MIGRATION_ONLY_INDEXES = {
 }
 
 
+# Tables kept by migrations alone (PostgreSQL triggers' counters, migration 0002).
+MIGRATION_ONLY_TABLES = {"row_counts"}
+
+
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     diff = compare_metadata(context, Base.metadata)
@@ -28,6 +32,9 @@ def _diff(connection: Connection) -> list[Any]:
         for d in diff
         if not (
             isinstance(d, tuple) and d[0] == "remove_index" and d[1].name in MIGRATION_ONLY_INDEXES
+        )
+        and not (
+            isinstance(d, tuple) and d[0] == "remove_table" and d[1].name in MIGRATION_ONLY_TABLES
         )
     ]
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, column, func, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -45,11 +45,36 @@ def common_filters(model: Any, query: ListQuery) -> list[ColumnElement[bool]]:
     return where
 
 
+# Kept by triggers on PostgreSQL (migration 0002); not a model: SQLite has no such table.
+_row_counts = table("row_counts", column("tbl"), column("status"), column("deleted"), column("n"))
+
+
+async def counted_total(
+    session: AsyncSession, table_name: str, statuses: Sequence[str] | None, query: ListQuery
+) -> int | None:
+    """The total from the trigger-kept counters when only status/deletion filter the list
+    (PostgreSQL); None when the rows must be counted."""
+    if query.q or query.created_from or query.created_to:
+        return None
+    if session.sync_session.get_bind().dialect.name != "postgresql":
+        return None
+    stmt = select(func.coalesce(func.sum(_row_counts.c.n), 0)).where(
+        _row_counts.c.tbl == table_name
+    )
+    if not query.include_deleted:
+        stmt = stmt.where(_row_counts.c.deleted.is_(False))
+    if statuses:
+        stmt = stmt.where(_row_counts.c.status.in_(list(statuses)))
+    return int(await session.scalar(stmt) or 0)
+
+
 async def keyset_page(
     session: AsyncSession,
     model: type[M],
     where: Sequence[ColumnElement[bool]],
     query: ListQuery,
+    *,
+    total: int | None = None,
 ) -> tuple[list[M], str | None, int]:
     id_col: InstrumentedAttribute[int] = model.id  # type: ignore[attr-defined]
     stmt = select(model).where(*where)
@@ -58,7 +83,8 @@ async def keyset_page(
         stmt = stmt.where(id_col > last if query.order == "asc" else id_col < last)
     stmt = stmt.order_by(id_col.asc() if query.order == "asc" else id_col.desc())
     rows = list((await session.scalars(stmt.limit(query.limit + 1))).all())
-    total = await session.scalar(select(func.count()).select_from(model).where(*where))
+    if total is None:
+        total = await session.scalar(select(func.count()).select_from(model).where(*where))
     next_cursor = None
     if len(rows) > query.limit:
         rows = rows[: query.limit]

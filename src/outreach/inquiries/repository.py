@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn
-from outreach.core.listing import ListQuery, common_filters, keyset_page
+from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
 from outreach.db import table_of
 from outreach.inquiries.models import Inquiry, InquiryStatus
 
@@ -48,8 +48,12 @@ async def page(
     email: str | None,
 ) -> tuple[list[Inquiry], str | None, int]:
     where: list[ColumnElement[bool]] = common_filters(Inquiry, query)
-    if statuses:
-        where.append(Inquiry.status.in_([s.value for s in statuses]))
+    names = [s.value for s in statuses] if statuses else None
+    if names:
+        where.append(Inquiry.status.in_(names))
+    total = None
     if email:
         where.append(Inquiry.email == email.strip().lower())
-    return await keyset_page(session, Inquiry, where, query)
+    else:
+        total = await counted_total(session, "inquiries", names, query)
+    return await keyset_page(session, Inquiry, where, query, total=total)

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn, FastDB, Row
-from outreach.core.listing import ListQuery, common_filters, keyset_page
+from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
 from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
 
@@ -107,7 +107,9 @@ def filters(
 async def page(
     session: AsyncSession, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
 ) -> tuple[list[Subscriber], str | None, int]:
-    return await keyset_page(session, Subscriber, filters(query, statuses), query)
+    names = [s.value for s in statuses] if statuses else None
+    total = await counted_total(session, "subscribers", names, query)
+    return await keyset_page(session, Subscriber, filters(query, statuses), query, total=total)
 
 
 def export_query(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> Select[Any]:

@@ -1,0 +1,62 @@
+"""List totals from the trigger-kept counters equal counting the rows (PostgreSQL)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from outreach.inquiries.models import Inquiry
+from outreach.subscribers.models import Subscriber
+from tests.support import BASE, Api, unique_email
+
+
+async def counted(api: Api, model: type[Inquiry] | type[Subscriber], **where: object) -> int:
+    async with api.app.state.sessionmaker() as session:
+        stmt = select(func.count()).select_from(model)
+        if not where.pop("include_deleted", False):
+            stmt = stmt.where(model.deleted_at.is_(None))
+        if "status" in where:
+            stmt = stmt.where(model.status == where["status"])
+        return int(await session.scalar(stmt) or 0)
+
+
+async def totals(api: Api, path: str, **params: str) -> int:
+    response = await api.client.get(f"{BASE}/{path}", params=params, headers=api.owner)
+    assert response.status_code == 200, response.text
+    return int(response.json()["meta"]["total"])
+
+
+async def test_inquiry_totals_follow_every_kind_of_write(pg_api: Api) -> None:
+    async def check() -> None:
+        assert await totals(pg_api, "inquiries") == await counted(pg_api, Inquiry)
+        assert await totals(pg_api, "inquiries", status="RESOLVED") == await counted(
+            pg_api, Inquiry, status="RESOLVED"
+        )
+        assert await totals(pg_api, "inquiries", includeDeleted="true") == await counted(
+            pg_api, Inquiry, include_deleted=True
+        )
+
+    await check()
+    before = await totals(pg_api, "inquiries")
+    created = await pg_api.client.post(
+        f"{BASE}/inquiries/submit", json={"name": "A", "email": unique_email(), "message": "m"}
+    )
+    inquiry = f"{BASE}/inquiries/{created.json()['id']}"
+    assert await totals(pg_api, "inquiries") == before + 1
+    await pg_api.client.patch(inquiry, json={"status": "RESOLVED"}, headers=pg_api.owner)
+    await check()
+    await pg_api.client.delete(inquiry, headers=pg_api.owner)
+    assert await totals(pg_api, "inquiries") == before
+    await check()
+    await pg_api.client.post(f"{inquiry}/restore", headers=pg_api.owner)
+    assert await totals(pg_api, "inquiries") == before + 1
+    await check()
+
+
+async def test_subscriber_totals_follow_writes(pg_api: Api) -> None:
+    before = await totals(pg_api, "subscribers")
+    await pg_api.client.post(f"{BASE}/subscribers/subscribe", json={"email": unique_email()})
+    assert await totals(pg_api, "subscribers") == before + 1
+    assert await totals(pg_api, "subscribers") == await counted(pg_api, Subscriber)
+    assert await totals(pg_api, "subscribers", status="ACTIVE") == await counted(
+        pg_api, Subscriber, status="ACTIVE"
+    )
