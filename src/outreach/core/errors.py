@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -237,6 +238,8 @@ def is_database_outage(exc: BaseException) -> bool:
     """Connection-level failures (refused, reset, timed out), as opposed to bad SQL."""
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
         return True
+    if isinstance(exc, PoolTimeout):  # every connection busy: overloaded, try again
+        return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     name = type(exc).__name__
@@ -290,7 +293,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(IntegrityError, _on_integrity)
-    for driver_error in (OSError, DBAPIError, *_asyncpg_base()):
+    for driver_error in (OSError, DBAPIError, PoolTimeout, *_asyncpg_base()):
         app.add_exception_handler(driver_error, _on_driver_error)
     app.add_exception_handler(Exception, handle_unexpected)
 
