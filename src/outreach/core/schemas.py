@@ -19,6 +19,7 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from starlette.responses import Response
 
 from outreach.core.errors import ValidationFailed
 
@@ -183,3 +184,10 @@ def parse_time_bound(raw: str | None, field: str, *, end: bool) -> datetime | No
             f"{field} must be an RFC 3339 time or a date", errors=[(field, "invalid time")]
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """A model already validated, serialized once (FastAPI would validate it again)."""
+    return Response(
+        model.model_dump_json(by_alias=True), status_code, media_type="application/json"
+    )

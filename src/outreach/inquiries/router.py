@@ -15,6 +15,7 @@ from outreach.core.listing import ListQuery, include_deleted_dependency, list_qu
 from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
 from outreach.core.routing import ContentTypeRoute
 from outreach.core.runtime import RuntimeDep
+from outreach.core.schemas import json_response
 from outreach.db import SessionDep
 from outreach.inquiries.models import InquiryStatus
 from outreach.inquiries.schemas import (
@@ -69,9 +70,9 @@ async def list_inquiries(
     listing: Listing,
     status: Annotated[list[InquiryStatus] | None, Query(description="Repeatable")] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
-) -> InquiryPage:
+) -> Response:
     """List inquiries, newest first, with filters and keyset pagination."""
-    return await inquiry_service.page(session, listing, statuses=status, email=email)
+    return json_response(await inquiry_service.page(session, listing, statuses=status, email=email))
 
 
 @router.post(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import problem_responses
 from outreach.core.routing import ContentTypeRoute
 from outreach.core.runtime import RuntimeDep
+from outreach.core.schemas import json_response
 from outreach.db import SessionDep, utcnow
 from outreach.statistics.schemas import InquiryStatistics, Interval, SubscriberStatistics
 from outreach.statistics.service import Window, window
@@ -41,14 +42,12 @@ WindowDep = Annotated[Window, Depends(_window)]
 
 
 @router.get("/statistics/inquiries", response_model=InquiryStatistics, responses=ERRORS)
-async def inquiry_statistics(session: SessionDep, _: Reader, win: WindowDep) -> InquiryStatistics:
+async def inquiry_statistics(session: SessionDep, _: Reader, win: WindowDep) -> Response:
     """Live inquiries created per day, ISO week or month, and by status."""
-    return await statistics_service.inquiries(session, win)
+    return json_response(await statistics_service.inquiries(session, win))
 
 
 @router.get("/statistics/subscribers", response_model=SubscriberStatistics, responses=ERRORS)
-async def subscriber_statistics(
-    session: SessionDep, _: Reader, win: WindowDep
-) -> SubscriberStatistics:
+async def subscriber_statistics(session: SessionDep, _: Reader, win: WindowDep) -> Response:
     """Today's active and unsubscribed totals, and (un)subscriptions per bucket."""
-    return await statistics_service.subscribers(session, win)
+    return json_response(await statistics_service.subscribers(session, win))

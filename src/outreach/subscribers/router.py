@@ -25,6 +25,7 @@ from outreach.core.listing import ListQuery, include_deleted_dependency, list_qu
 from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
 from outreach.core.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
 from outreach.core.runtime import RuntimeDep
+from outreach.core.schemas import json_response
 from outreach.db import SessionDep
 from outreach.subscribers.models import SubscriberStatus
 from outreach.subscribers.schemas import (
@@ -151,9 +152,9 @@ ADMIN = problem_responses(401, 403, 422, 503)
 @router.get("/subscribers", response_model=SubscriberPage, tags=["subscribers"], responses=ADMIN)
 async def list_subscribers(
     session: SessionDep, _: Reader, listing: Listing, status: StatusFilter = None
-) -> SubscriberPage:
+) -> Response:
     """List subscribers, newest first, with filters and keyset pagination."""
-    return await subscriber_service.page(session, listing, status)
+    return json_response(await subscriber_service.page(session, listing, status))
 
 
 @router.post(
