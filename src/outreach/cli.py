@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
+from collections.abc import Generator
 from typing import Annotated
 
 import orjson
@@ -30,19 +33,27 @@ def serve(
 ) -> None:
     """Run the HTTP + Socket.IO server."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from outreach.core.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    if workers > 1 and settings.worker_id != "auto":
+    if settings.worker_id == "auto" and not settings.redis_dsn:
         typer.echo(
-            "outreach: --workers > 1 needs APP_ENV_NODE_ID=auto (with REDIS_URL) so every "
-            "worker gets its own Snowflake worker id",
+            "outreach: APP_ENV_NODE_ID=auto needs REDIS_URL (worker ids are leased in Redis); "
+            "set REDIS_URL or a fixed APP_ENV_NODE_ID 0..1023",
             err=True,
         )
         raise typer.Exit(2)
-    uvicorn.run(
+    if workers > 1 and settings.worker_id != "auto":
+        typer.echo(
+            "outreach: --workers > 1 needs APP_ENV_NODE_ID=auto (with REDIS_URL) so every "
+            "worker leases its own Snowflake worker id",
+            err=True,
+        )
+        raise typer.Exit(2)
+    config = uvicorn.Config(
         "outreach.main:serve_app",
         factory=True,
         host=host or settings.host,
@@ -57,6 +68,40 @@ def serve(
         http="httptools",
         ws="websockets-sansio",
     )
+    if workers > 1:
+        # Every worker process runs the app's lifespan, so each leases its own worker id.
+        from uvicorn.supervisors import Multiprocess
+
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise typer.Exit(STARTUP_FAILURE)
+        return
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGTERM ending in a graceful shutdown exits 0.
+
+        uvicorn re-raises the signals it caught once it has shut down, which would end the
+        process *by* SIGTERM (143) after a clean drain. SIGINT is still re-raised.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals = [
+                        s for s in self._captured_signals if s != signal.SIGTERM
+                    ]
+
+    server = Server(config)
+    try:
+        server.run()  # exits STARTUP_FAILURE (3) when the app refuses to start
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 @app.command()

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # How long shutdown waits for in-flight requests before closing connections.
     shutdown_drain_seconds: float = Field(default=20.0, ge=0, le=300)
+    # After SIGTERM, how long /readyz answers 503 (and answers carry Connection: close) before
+    # the server stops accepting and drains: 0 in development; a few seconds in Kubernetes
+    # without a preStop sleep. docs/operations.md#graceful-shutdown.
+    shutdown_ready_delay_seconds: float = Field(default=0.0, ge=0, le=60)
+    # Lease of the Snowflake worker id in Redis (core/leases.py); short values are for tests.
+    worker_lease_ttl_seconds: float = Field(default=30.0, ge=0.5, le=600)
 
     @model_validator(mode="before")
     @classmethod

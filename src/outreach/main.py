@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
+import threading
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -14,7 +17,8 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
-from starlette.types import ASGIApp
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outreach import __version__
 from outreach.auth.devkeys import load_or_create_key
@@ -28,6 +32,7 @@ from outreach.core.fastdb import make_fastdb
 from outreach.core.http import RequestContextMiddleware
 from outreach.core.idempotency import purge_expired
 from outreach.core.ids import SnowflakeGenerator
+from outreach.core.leases import LeasedIds, LeaseError
 from outreach.core.metrics import get_metrics
 from outreach.core.probes import metrics_router, probe_router
 from outreach.core.public import DOCUMENTED_MODELS, PublicFastLane
@@ -78,6 +83,16 @@ async def _every(seconds: float, job: Any, name: str) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     settings: Settings = state.settings
+    ids = state.ids
+    if isinstance(ids, LeasedIds):
+        # Before anything else: a process without its worker id must not serve.
+        try:
+            await ids.start()
+        except LeaseError as exc:
+            log.error("Startup refused", reason=str(exc))
+            state.startup_refused = True
+            raise
+        state.ids_ready = ids.ready
     state.engine = make_engine(settings)
     state.sessionmaker = make_sessionmaker(state.engine)
     state.fastdb = make_fastdb(state.engine, settings.sqlalchemy_url, settings.db_pool_size)
@@ -124,6 +139,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workerId=state.ids.worker_id,
         basePath=settings.base_path,
     )
+    if getattr(state, "serving", False):
+        _drain_on_signals(app)
     try:
         yield
     finally:
@@ -137,11 +154,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.redis is not None:
             await state.redis.aclose()
         await state.http.aclose()
+        if isinstance(ids, LeasedIds):
+            await ids.stop()
         log.info("Outreach stopped")
 
 
 def create_app(
-    settings: Settings | None = None, *, ids: SnowflakeGenerator | None = None
+    settings: Settings | None = None, *, ids: SnowflakeGenerator | LeasedIds | None = None
 ) -> FastAPI:
     """The FastAPI application (without the Socket.IO wrapper: see create_asgi)."""
     settings = settings or get_settings()
@@ -173,10 +192,10 @@ def create_app(
         cors_origins=settings.cors_allow_origins,
     )
     if ids is None:
-        worker = settings.worker_id
-        if worker == "auto":
-            raise NotImplementedError("APP_ENV_NODE_ID=auto is leased in serve (core/leases.py)")
-        ids = SnowflakeGenerator(worker)
+        # Leased (or, without REDIS_URL, a fixed id as is) when the lifespan starts.
+        ids = LeasedIds(
+            settings.worker_id, settings.redis_dsn, ttl=settings.worker_lease_ttl_seconds
+        )
     state.ids = ids
     state.ids_ready = lambda: True
 
@@ -261,4 +280,100 @@ def serve_app() -> ASGIApp:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_asgi(settings)
+    served = create_asgi(settings)
+    api: FastAPI = served.api  # type: ignore[attr-defined]
+    api.state.serving = True  # the lifespan chains the shutdown signals (_drain_on_signals)
+    api.add_middleware(_ServeGuard, state=api.state)
+    return served
+
+
+def _drain_on_signals(app: FastAPI) -> None:
+    """Graceful shutdown, chained in front of uvicorn's own SIGTERM/SIGINT handling.
+
+    Called at the end of start-up, inside uvicorn's `capture_signals`: the handlers found are
+    uvicorn's `Server.handle_exit`. On the first signal `/readyz` answers 503 at once (and
+    every answer carries `Connection: close`); after SHUTDOWN_READY_DELAY_SECONDS (SIGTERM
+    only) Socket.IO clients are disconnected and uvicorn's handler runs: it stops accepting,
+    lets in-flight requests finish within SHUTDOWN_DRAIN_SECONDS, then runs the lifespan's
+    shutdown. A second signal goes straight to uvicorn (a second Ctrl+C forces the exit).
+    uvicorn restores the original handlers when it returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    state = app.state
+    delay = state.settings.shutdown_ready_delay_seconds
+    handed_over = False
+
+    def hand_over(then: Any, sig: int) -> None:
+        nonlocal handed_over
+        if handed_over:
+            return
+        handed_over = True
+        state.disconnect_task = loop.create_task(state.realtime.disconnect_all())
+        then(sig, None)
+
+    def begin(then: Any, sig: int) -> None:
+        wait = delay if sig == signal.SIGTERM else 0.0
+        log.info(
+            "Shutdown requested",
+            signal=signal.Signals(sig).name,
+            readyDelaySeconds=wait,
+            drainSeconds=state.settings.shutdown_drain_seconds,
+        )
+        loop.call_later(wait, hand_over, then, sig)
+
+    def chain(sig: signal.Signals) -> None:
+        then = signal.getsignal(sig)
+        if not callable(then):
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            # Runs between two bytecodes of the main thread: only flip a flag and wake the loop.
+            if state.shutting_down:
+                then(signum, frame)
+                return
+            state.shutting_down = True
+            loop.call_soon_threadsafe(begin, then, signum)
+
+        signal.signal(sig, handler)
+
+    chain(signal.SIGTERM)
+    chain(signal.SIGINT)
+
+
+class _ServeGuard:
+    """Around the served app only (`serve_app`).
+
+    While shutting down every HTTP answer carries `Connection: close`, so keep-alive clients
+    (the gateway) open their next request elsewhere. A start refused for a worker id (already
+    logged as one clear line) is not repeated by uvicorn as a traceback.
+    """
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and self.state.shutting_down:
+
+            async def closing(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", ()), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, closing)
+        elif kind == "lifespan":
+
+            async def quiet(message: Message) -> None:
+                if message["type"] == "lifespan.startup.failed" and getattr(
+                    self.state, "startup_refused", False
+                ):
+                    message = {"type": "lifespan.startup.failed", "message": ""}
+                await send(message)
+
+            await self.app(scope, receive, quiet)
+        else:
+            await self.app(scope, receive, send)

@@ -3,6 +3,10 @@
 The cache fetches with one shared httpx client and never blocks the event loop. Concurrent
 requests that miss share one fetch; an unknown `kid` causes at most one refetch per
 `min_refetch` seconds; cached keys keep working while the identity service is down.
+
+That interval counts from the last refetch for a `kid` the JWKS did not have, not from any
+fetch: counting from the first fetch or a TTL refresh (as PyJWKClient does, LIBRARY-NOTES)
+refuses a key rotated just after one for up to `min_refetch` seconds.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str | None, ECKey] = {}
         self._fetched_at: float | None = None
-        self._attempted_at: float | None = None
+        self._attempted_at: float | None = None  # start of the last fetch, whatever its cause
+        self._unknown_at: float | None = None  # ... of the last one after which a kid was unknown
         self._inflight: asyncio.Task[None] | None = None
         self.fetch_count = 0
 
@@ -123,11 +128,12 @@ class JwksCache:
             if self._fetched_at is not None and now - self._fetched_at > self._ttl:
                 self._refresh_in_background()
             return key
-        if self._may_fetch(now):
+        if self._may_fetch_for_miss(now):
             await self._fetch_shared()
             key = self._lookup(kid)
             if key is not None:
                 return key
+            self._unknown_at = self._attempted_at
         if not self._keys:
             raise AuthUnavailable("No signing keys are available from the identity service")
         raise InvalidToken("unknown key id")
@@ -137,13 +143,18 @@ class JwksCache:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
-    def _may_fetch(self, now: float) -> bool:
-        if self._inflight is not None:
-            return True
+    def _retry_due(self, now: float) -> bool:
         return self._attempted_at is None or now - self._attempted_at >= self._min_refetch
 
+    def _may_fetch_for_miss(self, now: float) -> bool:
+        if self._inflight is not None:
+            return True  # join the fetch under way
+        if not self._keys:  # first use, or the identity service never gave usable keys
+            return self._retry_due(now)
+        return self._unknown_at is None or now - self._unknown_at >= self._min_refetch
+
     def _refresh_in_background(self) -> None:
-        if self._inflight is None and self._may_fetch(self._clock()):
+        if self._inflight is None and self._retry_due(self._clock()):
             self._inflight = asyncio.create_task(self._fetch())
             self._inflight.add_done_callback(self._done)
 

@@ -17,11 +17,14 @@ class AuthPrincipal:
 
 
 def bearer_token(authorization: str | None) -> str | None:
+    """The bearer token of an Authorization header: None when there is none (no header, or
+    another scheme such as Basic: RFC 6750 section 3.1 answers those with a bare
+    `WWW-Authenticate: Bearer`), "" for a malformed `Bearer` header."""
     if not authorization:
         return None
-    scheme, _, token = authorization.partition(" ")
+    scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
-        return ""
+        return None
     return token.strip()
 
 

@@ -26,6 +26,10 @@ def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
 def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key in event_dict.keys() & _REDACT:
         event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
     return event_dict
 
@@ -71,7 +75,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -12,6 +12,7 @@ from outreach.config import Settings
 from outreach.core.events import Events
 from outreach.core.fastdb import FastDB
 from outreach.core.ids import SnowflakeGenerator
+from outreach.core.leases import LeasedIds
 from outreach.core.metrics import Metrics
 
 
@@ -19,7 +20,7 @@ from outreach.core.metrics import Metrics
 class Runtime:
     settings: Settings
     fastdb: FastDB
-    ids: SnowflakeGenerator
+    ids: SnowflakeGenerator | LeasedIds
     events: Events
     metrics: Metrics
     authorizer: Authorizer

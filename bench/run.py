@@ -1,0 +1,462 @@
+"""`make bench`: the public and admin routes under load, with reference points, as a table.
+
+Starts what it needs against the machine's PostgreSQL and Redis with production settings
+(APP_ENV=production, a JWKS served from a local thread, Redis, metrics, info logs), drives
+load from separate processes (wrk), and prints requests/s and latency per route with the
+ratios to the same process's /healthz and to pgbench's own INSERT rate. Writes every figure
+to var/bench/latest.json. Nothing here is a test: it prints what it measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from joserfc.jwk import ECKey
+
+from outreach.auth.devkeys import mint_token, public_jwks
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "var" / "bench"
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_NAME = os.environ.get("BENCH_DB", "outreach_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+BASE = "/v1/api/outreach"
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = 32
+
+SUBMIT_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+local prefix = tostring(math.random(1, 1000000000))
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{"name":"Khách %d","email":"bench-%s-%d@example.com","message":"Xin chào, tôi muốn hỏi giá sỉ %d","subject":"Wholesale"}',
+    n, prefix, n, n)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+SUBSCRIBE_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+local prefix = tostring(math.random(1, 1000000000))
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil,
+    string.format('{"email":"sub-%s-%d@example.com","source":"footer"}', prefix, n))
+end
+"""
+PGBENCH_SQL = """\\set n random(1, 4000000000000)
+INSERT INTO inquiries (id, name, email, phone, subject, message, source, status, note, client_ip, user_agent, search_text, created_at, updated_at, deleted_at) VALUES ((:n)::bigint * 1024 + 1023, 'Khách', 'pgbench@example.com', NULL, 'Wholesale', 'Xin chào, tôi muốn hỏi giá sỉ', NULL, 'SENT', NULL, '127.0.0.1', 'pgbench', 'khách pgbench@example.com wholesale xin chào', now(), now(), NULL);
+"""  # noqa: E501
+
+SEED_SQL = """
+ALTER TABLE inquiries DISABLE TRIGGER USER;
+INSERT INTO inquiries (id, name, email, phone, subject, message, source, status, note,
+                       client_ip, user_agent, search_text, created_at, updated_at, deleted_at)
+SELECT
+  (((extract(epoch FROM ts) * 1000)::bigint - 1704067200000) << 22) | (999 << 12) | (g % 4096),
+  n, e, NULL, 'Wholesale price ' || (g % 97), m, 'https://shop.example/contact', st, NULL,
+  '203.0.113.7', 'bench',
+  lower(n || E'\\n' || e || E'\\n' || 'wholesale price ' || (g % 97) || E'\\n' || m), ts, ts,
+  CASE WHEN g % 50 = 0 THEN ts ELSE NULL END
+FROM (
+  SELECT g,
+    now() - interval '365 days' + (g * (interval '365 days' / {rows})) AS ts,
+    (ARRAY['Nguyễn Văn','Trần Thị','Lê Hoàng','Phạm Minh','Hoàng Anh','Vũ Thu','Đặng Quốc',
+           'Bùi Lan'])[1 + g % 8] || ' ' ||
+    (ARRAY['An','Bình','Châu','Dũng','Giang','Hà','Khánh','Linh','Mai','Nam'])[1 + (g / 8) % 10]
+      || ' ' || g AS n,
+    'customer' || g || '@example.com' AS e,
+    'Xin chào, tôi muốn hỏi về đơn hàng số ' || g || '. Please call me back about order '
+      || (g * 7 % 100000) AS m,
+    (ARRAY['SENT','IN_PROGRESS','RESOLVED','CANCELLED'])[1 + g % 4] AS st
+  FROM generate_series(1, {rows}) AS g
+) s;
+ALTER TABLE inquiries ENABLE TRIGGER USER;
+DELETE FROM row_counts WHERE tbl = 'inquiries';
+INSERT INTO row_counts (tbl, status, deleted, shard, n)
+SELECT 'inquiries', status, deleted_at IS NOT NULL, (id % 16)::smallint, count(*)
+FROM inquiries GROUP BY 2, 3, 4;
+VACUUM ANALYZE inquiries;
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def psql(sql: str, db: str = DB_NAME) -> str:
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+    result = subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def database_url() -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'", "postgres")
+    if not exists:
+        psql(f'CREATE DATABASE "{DB_NAME}"', "postgres")
+    subprocess.run(
+        [sys.executable, "-m", "outreach.cli", "migrate"], env=env, check=True, capture_output=True
+    )
+    have = int(psql("SELECT count(*) FROM inquiries WHERE user_agent = 'bench'") or 0)
+    if have < ROWS:
+        log(f"seeding {ROWS:,} inquiries over the last year (once; kept for later runs)")
+        psql("DELETE FROM inquiries")
+        subprocess.run(
+            ["psql", database_url(), "-v", "ON_ERROR_STOP=1", "-q"],
+            input=SEED_SQL.format(rows=ROWS),
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+    else:
+        # Earlier runs' load added rows; keep the table at the seeded size.
+        psql("DELETE FROM inquiries WHERE user_agent <> 'bench'")
+        psql("DELETE FROM subscribers WHERE source = 'footer'")
+        psql("VACUUM ANALYZE inquiries")
+
+
+@contextlib.contextmanager
+def jwks_server(key: ECKey) -> Iterator[str]:
+    body = json.dumps(public_jwks(key)).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for child in [pid, *children(pid)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(c) for c in raw]
+    return []
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int, workers: int = 1) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = (OUT / f"server-{port}.log").open("wb")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "outreach.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.ready_seconds = self._wait_ready(started)
+        self.peak_mb = 0.0
+        self._sampling = False
+
+    def _wait_ready(self, started: float) -> float:
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {(OUT / f'server-{self.port}.log').read_text()[-2000:]}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return time.perf_counter() - started
+            time.sleep(0.02)
+        raise RuntimeError("server not ready in 60 s")
+
+    @contextlib.contextmanager
+    def sample_rss(self) -> Iterator[None]:
+        self._sampling = True
+
+        def loop() -> None:
+            while self._sampling:
+                self.peak_mb = max(self.peak_mb, self.process_rss())
+                time.sleep(0.1)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._sampling = False
+            thread.join()
+
+    def process_rss(self) -> float:
+        """RSS of one server process (the worker when uvicorn runs workers)."""
+        kids = children(self.proc.pid)
+        return max([rss_mb(k) for k in kids] or [rss_mb(self.proc.pid)])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log_file.close()
+
+
+def wrk(
+    url: str,
+    *,
+    script: str | None = None,
+    headers: dict[str, str] | None = None,
+    seconds: int = DURATION,
+) -> dict[str, float]:
+    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        if script:
+            fh.write(script)
+    if script:
+        args += ["-s", fh.name]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(fh.name)
+    return parse_wrk(out)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {
+        int(p): _ms(v, u)
+        for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket:
+        errors += sum(int(x) for x in socket.groups())
+    return {"rps": rps, "p50_ms": pct.get(50, 0.0), "p99_ms": pct.get(99, 0.0), "errors": errors}
+
+
+def pgbench() -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
+        fh.write(PGBENCH_SQL)
+    out = subprocess.run(
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(CONNECTIONS),
+            "-j",
+            "2",
+            "-T",
+            str(DURATION),
+            "-f",
+            fh.name,
+            database_url(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(fh.name)
+    psql("DELETE FROM inquiries WHERE user_agent = 'pgbench'")
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def latency_series(url: str, headers: dict[str, str], n: int = 20) -> dict[str, float]:
+    times = []
+    with httpx.Client(headers=headers, timeout=30) as client:
+        client.get(url).raise_for_status()  # warm
+        for _ in range(n):
+            started = time.perf_counter()
+            client.get(url).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50_ms": times[len(times) // 2], "p99_ms": times[-1], "max_ms": times[-1]}
+
+
+def main() -> int:
+    for tool in ("wrk", "pgbench", "psql"):
+        if shutil.which(tool) is None:
+            log(
+                f"{tool} is required (Debian packages wrk, postgresql-client): run make setup-system"
+            )
+            return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    owner = mint_token(key, sub="bench-owner", roles=["OWNER"], ttl=3600)
+    auth = {"Authorization": f"Bearer {owner}"}
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "rows": ROWS,
+            "connections": CONNECTIONS,
+            "seconds": DURATION,
+        }
+    }
+    with jwks_server(key) as jwks_url:
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("APP_", "DATABASE_", "REDIS_", "JWKS_", "JWT_"))
+            },
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": REDIS_URL,
+            "JWKS_URL": jwks_url,
+            "METRICS_ENABLED": "true",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
+            "APP_ENV_NODE_ID": "auto",
+            "VAR_DIR": str(OUT / "var"),
+        }
+        prepare_database(env)
+        server = Server(env, 3401)
+        try:
+            results["ready_seconds"] = round(server.ready_seconds, 3)
+            time.sleep(1)
+            results["idle_rss_mb"] = round(server.process_rss(), 1)
+            with server.sample_rss():
+                base = server.url
+                results["healthz"] = wrk(base + "/healthz")
+                results["submit"] = wrk(base + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                results["subscribe"] = wrk(
+                    base + f"{BASE}/subscribers/subscribe", script=SUBSCRIBE_LUA
+                )
+                results["list"] = wrk(base + f"{BASE}/inquiries", headers=auth)
+                results["search"] = wrk(base + f"{BASE}/inquiries?q=kh%C3%A1nh%2012", headers=auth)
+                results["statistics"] = latency_series(
+                    base
+                    + f"{BASE}/statistics/inquiries?tz=Asia/Ho_Chi_Minh&from="
+                    + time.strftime("%Y-%m-%d", time.gmtime(time.time() - 364 * 86400))
+                    + "&to="
+                    + time.strftime("%Y-%m-%d", time.gmtime()),
+                    auth,
+                )
+            results["peak_rss_mb"] = round(server.peak_mb, 1)
+        finally:
+            server.stop()
+        results["pgbench_tps"] = pgbench()
+        try:
+            two = Server(env, 3402, workers=2)
+            try:
+                results["submit_2_workers"] = wrk(
+                    two.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA
+                )
+            finally:
+                two.stop()
+        except RuntimeError as exc:
+            log(f"2 workers: {exc}")
+    report(results)
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    healthz = r["healthz"]["rps"]
+    flat: dict[str, float] = {
+        "ready_seconds": r["ready_seconds"],
+        "idle_rss_mb": r["idle_rss_mb"],
+        "peak_rss_mb": r["peak_rss_mb"],
+        "pgbench_tps": r["pgbench_tps"],
+    }
+    lines = [
+        f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'/healthz':>10}{'/pgbench':>10}"
+    ]
+    for name in ("healthz", "submit", "subscribe", "list", "search", "submit_2_workers"):
+        if name not in r:
+            continue
+        m = r[name]
+        ratio_h = m["rps"] / healthz
+        ratio_pg = m["rps"] / r["pgbench_tps"]
+        lines.append(
+            f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['errors']:>8.0f}"
+            f"{ratio_h:>10.2f}{ratio_pg:>10.2f}"
+        )
+        for key in ("rps", "p50_ms", "p99_ms", "errors"):
+            flat[f"{name}_{key}"] = round(m[key], 2)
+        flat[f"{name}_ratio_healthz"] = round(ratio_h, 3)
+        flat[f"{name}_ratio_pgbench"] = round(ratio_pg, 3)
+    if "submit_2_workers" in r:
+        flat["workers_2_scaling"] = round(r["submit_2_workers"]["rps"] / r["submit"]["rps"], 2)
+    stats = r["statistics"]
+    flat["statistics_p50_ms"] = round(stats["p50_ms"], 1)
+    flat["statistics_max_ms"] = round(stats["max_ms"], 1)
+    lines += [
+        "",
+        f"statistics, a year by day (sequential x20): p50 {stats['p50_ms']:.0f} ms, max {stats['max_ms']:.0f} ms",
+        f"pgbench single-row INSERT, prepared, c32: {r['pgbench_tps']:.0f} tx/s",
+        f"ready in {r['ready_seconds']:.2f} s; RSS idle {r['idle_rss_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB",
+    ]
+    if "workers_2_scaling" in flat:
+        lines.append(
+            f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} on {os.cpu_count()} cores"
+        )
+    flat.update({f"machine_{k}": v for k, v in r["machine"].items() if isinstance(v, int | float)})
+    print("\n".join(lines))
+    (OUT / "latest.json").write_text(json.dumps({**flat, "machine": r["machine"]}, indent=2))
+    log(f"figures written to {OUT / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
