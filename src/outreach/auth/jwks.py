@@ -31,6 +31,9 @@ from outreach.core.errors import AuthUnavailable, Unauthorized
 ALGORITHMS = ["ES256"]
 LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 8192
+# Verified tokens remembered: how long at most (a removed key stops working within this), how many.
+VERIFIED_TTL = 60.0
+VERIFIED_MAX = 4096
 
 log = structlog.get_logger("outreach.auth")
 
@@ -235,6 +238,7 @@ class TokenVerifier:
     audience: str | None = None
     leeway: int = LEEWAY_SECONDS
     _registry: jwt.JWTClaimsRegistry = field(init=False)
+    _verified: dict[str, tuple[VerifiedToken, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         options: dict[str, Any] = {"sub": {"essential": True}, "exp": {"essential": True}}
@@ -245,7 +249,27 @@ class TokenVerifier:
         self._registry = jwt.JWTClaimsRegistry(leeway=self.leeway, **options)
 
     async def verify(self, token: str) -> VerifiedToken:
-        """Verify signature and claims; raises InvalidToken (401) or AuthUnavailable (503)."""
+        """Verify signature and claims; raises InvalidToken (401) or AuthUnavailable (503).
+
+        A token that verified is remembered until it expires, at most VERIFIED_TTL seconds
+        (the staff portal sends the same token with every call; an ES256 check is ~10 % of a
+        list request). Failures are never remembered.
+        """
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        verified = await self._verify(token)
+        exp = verified.claims.get("exp")
+        until = min(
+            float(exp) + self.leeway if isinstance(exp, int | float) else now, now + VERIFIED_TTL
+        )
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (verified, until)
+        return verified
+
+    async def _verify(self, token: str) -> VerifiedToken:
         header = unverified_header(token)
         kid = header.get("kid")
         key = await self.keys.key_for(kid if isinstance(kid, str) else None)

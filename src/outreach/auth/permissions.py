@@ -63,13 +63,21 @@ class Authorizer:
     def __init__(self, engine: AsyncEngine) -> None:
         self._enforcer = AsyncEnforcer(str(MODEL_PATH), Adapter(engine))
         self._roles_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._allowed_cache: dict[tuple[tuple[str, ...], str, str], bool] = {}
 
     async def load(self) -> None:
         await self._enforcer.load_policy()
         self._roles_cache.clear()
+        self._allowed_cache.clear()
 
     def allowed(self, roles: Iterable[str], resource: str, action: str) -> bool:
-        return any(self._enforcer.enforce(role, resource, action) for role in roles)
+        key = (tuple(roles), resource, action)
+        result = self._allowed_cache.get(key)
+        if result is None:
+            result = any(self._enforcer.enforce(role, resource, action) for role in key[0])
+            if len(self._allowed_cache) < 10_000:  # roles come from tokens: stay bounded
+                self._allowed_cache[key] = result
+        return result
 
     def roles_that_may(self, resource: str, action: str) -> tuple[str, ...]:
         """Every role the policy lets do `action` on `resource` (realtime rooms come from this)."""
