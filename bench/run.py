@@ -49,7 +49,8 @@ local prefix = tostring(math.random(1, 1000000000))
 request = function()
   n = n + 1
   local body = string.format(
-    '{"name":"Khách %d","email":"bench-%s-%d@example.com","message":"Xin chào, tôi muốn hỏi giá sỉ %d","subject":"Wholesale"}',
+    '{"name":"Khách %d","email":"bench-%s-%d@example.com",' ..
+    '"message":"Xin chào, tôi muốn hỏi giá sỉ %d","subject":"Wholesale"}',
     n, prefix, n, n)
   return wrk.format(nil, nil, nil, body)
 end
@@ -337,9 +338,7 @@ def latency_series(url: str, headers: dict[str, str], n: int = 20) -> dict[str, 
 def main() -> int:
     for tool in ("wrk", "pgbench", "psql"):
         if shutil.which(tool) is None:
-            log(
-                f"{tool} is required (Debian packages wrk, postgresql-client): run make setup-system"
-            )
+            log(f"{tool} is required (Debian wrk, postgresql-client): run make setup-system")
             return 2
     OUT.mkdir(parents=True, exist_ok=True)
     key = ECKey.generate_key("P-256", auto_kid=True)
@@ -421,7 +420,8 @@ def report(r: dict[str, Any]) -> None:
         "pgbench_tps": r["pgbench_tps"],
     }
     lines = [
-        f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'/healthz':>10}{'/pgbench':>10}"
+        f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'/healthz':>10}{'/pgbench':>10}"
     ]
     for name in ("healthz", "submit", "subscribe", "list", "search", "submit_2_workers"):
         if name not in r:
@@ -444,13 +444,16 @@ def report(r: dict[str, Any]) -> None:
     flat["statistics_max_ms"] = round(stats["max_ms"], 1)
     lines += [
         "",
-        f"statistics, a year by day (sequential x20): p50 {stats['p50_ms']:.0f} ms, max {stats['max_ms']:.0f} ms",
+        f"statistics, a year by day (sequential x20): p50 {stats['p50_ms']:.0f} ms, "
+        f"max {stats['max_ms']:.0f} ms",
         f"pgbench single-row INSERT, prepared, c32: {r['pgbench_tps']:.0f} tx/s",
-        f"ready in {r['ready_seconds']:.2f} s; RSS idle {r['idle_rss_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB",
+        f"ready in {r['ready_seconds']:.2f} s; RSS idle {r['idle_rss_mb']:.0f} MB, "
+        f"peak {r['peak_rss_mb']:.0f} MB",
     ]
     if "workers_2_scaling" in flat:
         lines.append(
-            f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} on {os.cpu_count()} cores"
+            f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "
+            f"on {os.cpu_count()} cores"
         )
     flat.update({f"machine_{k}": v for k, v in r["machine"].items() if isinstance(v, int | float)})
     print("\n".join(lines))

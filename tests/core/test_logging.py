@@ -25,7 +25,9 @@ def test_one_line_per_event_with_request_id(stdout: io.StringIO, fmt: str) -> No
     configure_logging("info", fmt, stdout)
     token = request_id_var.set("req-42")
     try:
-        structlog.get_logger("t").info("Inquiry SENT | x", inquiryId="1", token="secret-value")
+        structlog.get_logger("t").info(
+            "Inquiry SENT | x", inquiryId="1", token="secret-value", _event="inquiry.sent"
+        )
         logging.getLogger("uvicorn.error").warning("from the standard library")
         try:
             raise ValueError("boom\nsecond line")
@@ -39,12 +41,14 @@ def test_one_line_per_event_with_request_id(stdout: io.StringIO, fmt: str) -> No
     if fmt == "json":
         events = [orjson.loads(line) for line in lines]
         assert [e["requestId"] for e in events] == ["req-42"] * 3
-        assert events[0]["event"] == "Inquiry SENT | x"
+        assert events[0]["msg"] == "Inquiry SENT | x"
         assert events[0]["inquiryId"] == "1"
+        assert events[0]["event"] == "inquiry.sent"
         assert events[1]["level"] == "warning"
     else:
         assert all(line.startswith("timestamp=") for line in lines)
         assert all("requestId=req-42" in line for line in lines)
-        assert 'event="Inquiry SENT | x"' in lines[0]
+        assert 'msg="Inquiry SENT | x"' in lines[0]
         assert "inquiryId=1" in lines[0]
+        assert "event=inquiry.sent" in lines[0]
         assert "level=warning" in lines[1]

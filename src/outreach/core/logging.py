@@ -54,7 +54,7 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
     else:
         renderer = structlog.processors.LogfmtRenderer(
-            key_order=["timestamp", "level", "event", "requestId"], drop_missing=True
+            key_order=["timestamp", "level", "msg", "requestId"], drop_missing=True
         )
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -80,6 +80,9 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             _one_line,
+            # The message is `msg`, so that `event` can be a field (API.md section 6: the
+            # realtime warning's `event`); log calls pass that field as `_event`.
+            structlog.processors.EventRenamer("msg", "_event"),
             renderer,
         ],
     )
