@@ -21,7 +21,7 @@ MIGRATION_ONLY_INDEXES = {
 
 
 # Tables kept by migrations alone (PostgreSQL triggers' counters, migration 0002).
-MIGRATION_ONLY_TABLES = {"row_counts"}
+MIGRATION_ONLY_TABLES = {"row_counts", "inquiry_rollup"}
 
 
 def _diff(connection: Connection) -> list[Any]:

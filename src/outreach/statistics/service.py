@@ -1,8 +1,10 @@
 """Counts per local-date bucket in an IANA time zone, grouped in the database.
 
-PostgreSQL converts with `AT TIME ZONE`. SQLite knows no time zones, so the UTC offsets in
-force over the range are computed here (zoneinfo) and handed to one grouped query as a CASE
-over the moments where the offset changes; either way it is one query per series.
+PostgreSQL converts with `AT TIME ZONE`, over the trigger-kept 15-minute rollup of live
+inquiries (migration 0003) rather than the rows. SQLite knows no time zones, so the UTC
+offsets in force over the range are computed here (zoneinfo) and handed to one grouped
+query as a CASE over the moments where the offset changes; either way it is one query per
+series.
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    DateTime,
+    String,
+    case,
+    cast,
+    column,
+    func,
+    literal,
+    select,
+    table,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.errors import ValidationFailed
@@ -183,19 +198,52 @@ async def _series(
     return {_as_date(b): int(n) for b, n in (await session.execute(stmt)).all()}
 
 
+# Live inquiries per 15-minute UTC bucket and status (PostgreSQL, migration 0003).
+_rollup = table(
+    "inquiry_rollup",
+    column("bucket", DateTime(timezone=True)),
+    column("status", String()),
+    column("n", BigInteger()),
+)
+_QUARTER_HOUR = 900
+
+
+def _aligned(moment: datetime) -> bool:
+    return moment.timestamp() % _QUARTER_HOUR == 0
+
+
+async def _inquiry_counts(session: AsyncSession, win: Window) -> list[tuple[date, str, int]]:
+    """(local bucket, status, count) of live inquiries created in the window: one query."""
+    dialect = session.sync_session.get_bind().dialect.name
+    if dialect == "postgresql" and _aligned(win.start) and _aligned(win.end):
+        bucket = _local_day(_rollup.c.bucket, win, dialect).label("bucket")
+        stmt = (
+            select(bucket, _rollup.c.status, func.sum(_rollup.c.n))
+            .where(_rollup.c.bucket >= win.start, _rollup.c.bucket < win.end)
+            .group_by(bucket, _rollup.c.status)
+        )
+    else:
+        created = Inquiry.__table__.c.created_at
+        bucket = _local_day(created, win, dialect).label("bucket")
+        stmt = (
+            select(bucket, Inquiry.status, func.count())
+            .where(Inquiry.deleted_at.is_(None), created >= win.start, created < win.end)
+            .group_by(bucket, Inquiry.status)
+        )
+    rows = (await session.execute(stmt)).all()
+    return [(_as_date(b), str(status), int(n)) for b, status, n in rows if n]
+
+
 class StatisticsService:
     async def inquiries(self, session: AsyncSession, win: Window) -> InquiryStatistics:
-        live = [Inquiry.deleted_at.is_(None)]
-        created = Inquiry.__table__.c.created_at
-        counts = await _series(session, created, live, win)
-        by_status_rows = await session.execute(
-            select(Inquiry.status, func.count())
-            .where(*live, and_(Inquiry.created_at >= win.start, Inquiry.created_at < win.end))
-            .group_by(Inquiry.status)
-        )
+        per_bucket: dict[date, int] = {}
         by_status = {s.value: 0 for s in InquiryStatus}
-        by_status.update({status: int(n) for status, n in by_status_rows.all()})
-        series = [InquiryBucket(bucket=b.isoformat(), count=counts.get(b, 0)) for b in win.buckets]
+        for bucket, status, n in await _inquiry_counts(session, win):
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + n
+            by_status[status] = by_status.get(status, 0) + n
+        series = [
+            InquiryBucket(bucket=b.isoformat(), count=per_bucket.get(b, 0)) for b in win.buckets
+        ]
         return InquiryStatistics(
             range=win.range(),
             total=sum(item.count for item in series),
