@@ -29,7 +29,7 @@ MAX_ID = 2**63 - 1
 def format_time(value: datetime) -> str:
     """RFC 3339, UTC, milliseconds, `Z`: 2026-11-23T10:00:00.000Z."""
     value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # strip "+00:00"
 
 
 IdStr = Annotated[
