@@ -7,6 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from outreach.core.text import search_key
+from outreach.subscribers.models import Subscriber
+from outreach.subscribers.tokens import new_token
 from tests.support import BASE, Api
 
 INQ = f"{BASE}/statistics/inquiries"
@@ -94,3 +97,42 @@ async def test_permissions(pg_api: Api) -> None:
         assert (await pg_api.client.get(path)).status_code == 401
         assert (await pg_api.client.get(path, headers=pg_api.auth("CASHIER"))).status_code == 403
         assert (await pg_api.client.get(path, headers=pg_api.auth("EMPLOYEE"))).status_code == 200
+
+
+async def test_subscriber_series_and_totals(api: Api) -> None:
+    year = 2040 + datetime.now(UTC).microsecond % 40
+    before = (await api.client.get(SUB, headers=api.owner)).json()
+    day = datetime(year, 5, 1, 12, tzinfo=UTC)
+    async with api.app.state.sessionmaker() as session:
+        for i, (subscribed, left, deleted) in enumerate(
+            [(day, None, False), (day, day + timedelta(days=1), False), (day, None, True)]
+        ):
+            selector, token = new_token()
+            session.add(
+                Subscriber(
+                    id=api.app.state.ids.next_id(),
+                    email=f"stats-{year}-{i}-{selector.lower()}@example.com",
+                    status="UNSUBSCRIBED" if left else "ACTIVE",
+                    subscribed_at=subscribed,
+                    unsubscribed_at=left,
+                    unsubscribe_selector=selector,
+                    unsubscribe_token=token,
+                    search_text=search_key("stats"),
+                    created_at=subscribed,
+                    updated_at=subscribed,
+                    deleted_at=day if deleted else None,
+                )
+            )
+        await session.commit()
+    body = (
+        await api.client.get(
+            SUB, params={"from": f"{year}-05-01", "to": f"{year}-05-03"}, headers=api.owner
+        )
+    ).json()
+    assert body["series"] == [
+        {"bucket": f"{year}-05-01", "subscribed": 2, "unsubscribed": 0},
+        {"bucket": f"{year}-05-02", "subscribed": 0, "unsubscribed": 1},
+        {"bucket": f"{year}-05-03", "subscribed": 0, "unsubscribed": 0},
+    ]
+    assert body["active"] == before["active"] + 1  # the deleted one is not counted
+    assert body["unsubscribed"] == before["unsubscribed"] + 1
