@@ -84,8 +84,8 @@ def make_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
     kwargs: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         # Admin requests hold a connection while the (busy) event loop serves others: room for
-        # bursts without long waits. Per process: DB_POOL_SIZE asyncpg + up to 3x here.
-        "max_overflow": 2 * settings.db_pool_size,
+        # bursts without long waits. Per process: DB_POOL_SIZE asyncpg + up to 4x here.
+        "max_overflow": 3 * settings.db_pool_size,
         # No pre-ping (a round trip per checkout, ~3 % of a list request): a connection that
         # died answers one request 503 and is discarded; a database restart invalidates the pool.
         "pool_recycle": 1800,
