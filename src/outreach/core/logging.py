@@ -45,6 +45,34 @@ def _json_dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def _level_filter(minimum: int) -> Processor:
+    def keep(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        if _LEVELS.get(method, logging.INFO) < minimum:
+            raise structlog.DropEvent
+        return event_dict
+
+    return keep
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's plain writer, with the `name` that add_logger_name reads."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
 def configure_logging(
     level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None
 ) -> None:
@@ -64,33 +92,36 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    out = stream or sys.stdout
+    final: list[Processor] = [
+        structlog.processors.format_exc_info,
+        _one_line,
+        # The message is `msg`, so that `event` can be a field (API.md section 6: the
+        # realtime warning's `event`); log calls pass that field as `_event`.
+        structlog.processors.EventRenamer("msg", "_event"),
+        renderer,
+    ]
+    # Our own events go straight to stdout (no standard-library logging machinery on the hot
+    # path: an access line per request); the standard library's records go through the same
+    # processors and renderer via ProcessorFormatter.
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # The level is a processor (not the wrapper) so structlog.testing.capture_logs, which
+        # replaces the processors, sees every event.
+        processors=[_level_filter(numeric), *shared, *final],
+        logger_factory=lambda *args: _NamedWriteLogger(out, str(args[0]) if args else "outreach"),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         # Not cached: tests (structlog.testing.capture_logs) and reconfiguration must take effect.
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _one_line,
-            # The message is `msg`, so that `event` can be a field (API.md section 6: the
-            # realtime warning's `event`); log calls pass that field as `_event`.
-            structlog.processors.EventRenamer("msg", "_event"),
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    numeric = getattr(logging, level.upper(), logging.INFO)
     root.setLevel(numeric)
     for name in ("uvicorn", "uvicorn.error", "sqlalchemy", "alembic", "socketio", "engineio"):
         lg = logging.getLogger(name)
