@@ -173,6 +173,35 @@ def unique_email(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
 
 
+Emit = tuple[str, dict[str, Any], list[str]]
+
+
+class Recorder:
+    """Realtime emits seen by an app, in order: (event, payload, rooms).
+
+    Stands in for the emitter: `monkeypatch.setattr(api.app.state.realtime, "emit", rec.emit)`.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Emit] = []
+
+    async def emit(self, event: str, payload: Any, rooms: Any, **_: Any) -> bool:
+        self.calls.append((event, dict(payload), list(rooms)))
+        return True
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        """The payloads of one event."""
+        return [payload for name, payload, _ in self.calls if name == event]
+
+    def about(self, email: str) -> list[Emit]:
+        """The emits whose payload carries this email address."""
+        return [call for call in self.calls if call[1].get("email") == email]
+
+    def about_id(self, entity_id: str) -> list[Emit]:
+        """The emits whose payload carries this id."""
+        return [call for call in self.calls if call[1].get("id") == entity_id]
+
+
 def free_port() -> int:
     import socket
 

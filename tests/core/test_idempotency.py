@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import httpx
 from sqlalchemy import delete, func, insert, select, update
 
 from outreach.core.idempotency import purge_expired, request_hash
@@ -38,11 +39,27 @@ async def claim(api: Api, key: str, payload: dict[str, str], *, age: timedelta) 
         await session.commit()
 
 
+async def expire(api: Api, key: str) -> None:
+    """Moves the key's expiry into the past, as if its 24 h were over."""
+    async with api.app.state.sessionmaker() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+
+
+async def send(api: Api, payload: dict[str, str], key: str) -> httpx.Response:
+    """POST the inquiry under this Idempotency-Key."""
+    return await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+
+
 async def test_same_key_while_running_is_409(api: Api) -> None:
     payload = body()
     key = "running-" + payload["email"]
     await claim(api, key, payload, age=timedelta(seconds=1))
-    response = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    response = await send(api, payload, key)
     assert response.status_code == 409
     assert response.json()["type"].endswith("/idempotency-in-flight")
 
@@ -51,9 +68,9 @@ async def test_a_claim_left_by_a_dead_request_is_taken_over(api: Api) -> None:
     payload = body()
     key = "stale-" + payload["email"]
     await claim(api, key, payload, age=timedelta(minutes=5))
-    response = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    response = await send(api, payload, key)
     assert response.status_code == 201
-    replay = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    replay = await send(api, payload, key)
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == response.json()
 
@@ -74,26 +91,14 @@ async def test_concurrent_requests_with_one_key_store_one_inquiry(pg_api: Api) -
 async def test_expired_keys_are_reusable_and_purged(api: Api) -> None:
     payload = body()
     key = "expired-" + payload["email"]
-    first = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
-    async with api.app.state.sessionmaker() as session:
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.key == key)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.commit()
+    first = await send(api, payload, key)
+    await expire(api, key)
     # After 24 h the key means nothing: the same body is a new inquiry.
-    second = await api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    second = await send(api, payload, key)
     assert second.status_code == 201
     assert "idempotent-replayed" not in second.headers
     assert second.json()["id"] != first.json()["id"]
-    async with api.app.state.sessionmaker() as session:
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.key == key)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.commit()
+    await expire(api, key)
     await purge_expired(api.app.state.fastdb)
     async with api.app.state.sessionmaker() as session:
         left = await session.scalar(
@@ -108,8 +113,6 @@ async def test_a_failed_request_releases_its_key(pg_api: Api) -> None:
     payload = body()
     key = "fails-" + payload["email"]
     broken = dict(payload, message="x\x00")  # refused before the key is claimed
-    assert (
-        await pg_api.client.post(SUBMIT, json=broken, headers={"Idempotency-Key": key})
-    ).status_code == 422
-    ok = await pg_api.client.post(SUBMIT, json=payload, headers={"Idempotency-Key": key})
+    assert (await send(pg_api, broken, key)).status_code == 422
+    ok = await send(pg_api, payload, key)
     assert ok.status_code == 201

@@ -8,23 +8,9 @@ from typing import Any
 import pytest
 import structlog
 
-from tests.support import BASE, Api, unique_email
+from tests.support import BASE, Api, Recorder, unique_email
 
 INQUIRIES = f"{BASE}/inquiries"
-
-
-class Recorder:
-    """Realtime emits seen by the app: (event, payload, rooms)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any], list[str]]] = []
-
-    async def emit(self, event: str, payload: Any, rooms: Any, **_: Any) -> bool:
-        self.calls.append((event, dict(payload), list(rooms)))
-        return True
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        return [payload for name, payload, _ in self.calls if name == event]
 
 
 @pytest.fixture

@@ -15,7 +15,10 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,18 +55,37 @@ async def wait_delivered(client: NodeClient, inquiry_id: str, bound: float) -> d
     return data
 
 
+@asynccontextmanager
+async def node_client(
+    socket_io_client: Path, traefik: Traefik, **options: str
+) -> AsyncIterator[NodeClient]:
+    """A Node socket.io-client started against Traefik, stopped on the way out."""
+    client = NodeClient()
+    try:
+        await client.start(socket_io_client, traefik.url, **options)
+        yield client
+    finally:
+        await client.stop()
+
+
+async def connected(client: NodeClient) -> list[dict[str, Any]]:
+    """The client's `connect` lines, once there is one."""
+    connect: list[dict[str, Any]] = await client.wait(
+        lambda: client.of("connect"), CONNECT_BOUND, "connect"
+    )
+    return connect
+
+
 async def test_default_transports_with_credentials_stick_to_one_replica(
     cluster: Cluster, traefik: Traefik, socket_io_client: Path
 ) -> None:
-    client = NodeClient()
-    try:
-        await client.start(
-            socket_io_client,
-            traefik.url,
-            token=cluster.token("OWNER", sub="node-owner"),
-            with_credentials="true",
-        )
-        connect = await client.wait(lambda: client.of("connect"), CONNECT_BOUND, "connect")
+    async with node_client(
+        socket_io_client,
+        traefik,
+        token=cluster.token("OWNER", sub="node-owner"),
+        with_credentials="true",
+    ) as client:
+        connect = await connected(client)
         opened = client.of("open")[0]
         assert opened["transport"] == "polling"
         upgrade = await client.wait(lambda: client.of("upgrade"), CONNECT_BOUND, "upgrade")
@@ -87,8 +109,6 @@ async def test_default_transports_with_credentials_stick_to_one_replica(
         backends = backends_of(traefik, engine_id)
         assert len(backends) == 1, backends
         assert backends <= {cluster.a.url, cluster.b.url}
-    finally:
-        await client.stop()
 
 
 async def test_default_transports_without_credentials_break(
@@ -96,58 +116,46 @@ async def test_default_transports_without_credentials_break(
 ) -> None:
     """Node drops Traefik's sticky cookie unless `withCredentials: true`: round robin then
     sends the session's second request to the other replica, which does not know it (400)."""
-    client = NodeClient()
-    try:
-        await client.start(
-            socket_io_client,
-            traefik.url,
-            token=cluster.token("OWNER", sub="node-no-cookie"),
-            with_credentials="false",
-        )
+    async with node_client(
+        socket_io_client,
+        traefik,
+        token=cluster.token("OWNER", sub="node-no-cookie"),
+        with_credentials="false",
+    ) as client:
         errors = await client.wait(lambda: client.of("connect_error"), CONNECT_BOUND, "an error")
         assert errors[0]["message"] in {"xhr post error", "xhr poll error"}, errors
         assert errors[0]["description"] == "400"
         await asyncio.sleep(1.0)
         assert client.of("connect") == []
-    finally:
-        await client.stop()
 
 
 async def test_websocket_only_needs_no_cookie(
     cluster: Cluster, traefik: Traefik, socket_io_client: Path
 ) -> None:
-    client = NodeClient()
-    try:
-        await client.start(
-            socket_io_client,
-            traefik.url,
-            token=cluster.token("CASHIER", sub="node-cashier"),
-            transports="websocket",
-            with_credentials="false",
-        )
-        connect = await client.wait(lambda: client.of("connect"), CONNECT_BOUND, "connect")
+    async with node_client(
+        socket_io_client,
+        traefik,
+        token=cluster.token("CASHIER", sub="node-cashier"),
+        transports="websocket",
+        with_credentials="false",
+    ) as client:
+        connect = await connected(client)
         assert connect[0]["transport"] == "websocket"
         async with httpx.AsyncClient(timeout=10) as http:
             for base in (cluster.a.url, cluster.b.url):
                 inquiry_id, _ = await submit(http, base, marker())
                 await wait_delivered(client, inquiry_id, DELIVERY_BOUND)
-    finally:
-        await client.stop()
 
 
 @pytest.mark.parametrize("token", ["not-a-jwt", None], ids=["bad-token", "no-token"])
 async def test_refused_with_unauthorized_through_traefik(
     traefik: Traefik, socket_io_client: Path, token: str | None
 ) -> None:
-    client = NodeClient()
-    try:
-        options = {"token": token} if token is not None else {}
-        await client.start(socket_io_client, traefik.url, **options)
+    options = {"token": token} if token is not None else {}
+    async with node_client(socket_io_client, traefik, **options) as client:
         errors = await client.wait(lambda: client.of("connect_error"), CONNECT_BOUND, "refusal")
         assert errors[0]["message"] == "unauthorized", errors
         assert client.of("connect") == []
-    finally:
-        await client.stop()
 
 
 async def test_client_of_a_stopping_replica_reconnects_to_the_other(
@@ -157,35 +165,33 @@ async def test_client_of_a_stopping_replica_reconnects_to_the_other(
     disconnect, after which socket.io-client would not reconnect), the client reconnects
     through Traefik, which moves it to the live replica, and events reach it again. The
     stopped replica is started again on its port for whatever runs next."""
-    client = NodeClient()
     stopping: Server | None = None
     try:
-        await client.start(
+        async with node_client(
             socket_io_client,
-            traefik.url,
+            traefik,
             token=cluster.token("EMPLOYEE", sub="node-failover"),
             with_credentials="true",
-        )
-        connect = await client.wait(lambda: client.of("connect"), CONNECT_BOUND, "connect")
-        await client.wait(lambda: client.of("upgrade"), CONNECT_BOUND, "upgrade")
-        (home,) = backends_of(traefik, connect[0]["engineId"])
-        stopping = cluster.replica(home)
-        survivor = cluster.b if stopping is cluster.a else cluster.a
+        ) as client:
+            connect = await connected(client)
+            await client.wait(lambda: client.of("upgrade"), CONNECT_BOUND, "upgrade")
+            (home,) = backends_of(traefik, connect[0]["engineId"])
+            stopping = cluster.replica(home)
+            survivor = cluster.b if stopping is cluster.a else cluster.a
 
-        stopped_at = time.monotonic()
-        stopping.proc.send_signal(signal.SIGTERM)
-        reasons = await client.wait(lambda: client.of("disconnect"), 30, "disconnect")
-        assert reasons[0]["reason"] in {"transport close", "transport error"}, reasons
-        again = await client.wait(
-            lambda: client.of("connect")[1:], 20, "the reconnection through Traefik"
-        )
-        reconnect_seconds = time.monotonic() - stopped_at
-        assert backends_of(traefik, again[0]["engineId"]) == {survivor.url}
-        async with httpx.AsyncClient(timeout=10) as http:
-            inquiry_id, _ = await submit(http, survivor.url, marker())
-            await wait_delivered(client, inquiry_id, DELIVERY_BOUND)
-        assert reconnect_seconds < 20
+            stopped_at = time.monotonic()
+            stopping.proc.send_signal(signal.SIGTERM)
+            reasons = await client.wait(lambda: client.of("disconnect"), 30, "disconnect")
+            assert reasons[0]["reason"] in {"transport close", "transport error"}, reasons
+            again = await client.wait(
+                lambda: client.of("connect")[1:], 20, "the reconnection through Traefik"
+            )
+            reconnect_seconds = time.monotonic() - stopped_at
+            assert backends_of(traefik, again[0]["engineId"]) == {survivor.url}
+            async with httpx.AsyncClient(timeout=10) as http:
+                inquiry_id, _ = await submit(http, survivor.url, marker())
+                await wait_delivered(client, inquiry_id, DELIVERY_BOUND)
+            assert reconnect_seconds < 20
     finally:
-        await client.stop()
         if stopping is not None:
             await asyncio.to_thread(cluster.restart, stopping)

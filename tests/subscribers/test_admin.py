@@ -7,7 +7,6 @@ import io
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,24 +16,20 @@ import structlog
 from sqlalchemy import select
 
 from outreach.subscribers.models import Subscriber
-from tests.support import BASE, Api, unique_email
+from tests.subscribers.helpers import (
+    OUT_FIELDS,
+    READER_ROOMS,
+    SUBSCRIBE,
+    SUBSCRIBERS,
+    TIME,
+    UNSUBSCRIBE,
+    assert_problem,
+    fields,
+    record_events,
+)
+from tests.support import Api, unique_email
 
-SUBSCRIBERS = f"{BASE}/subscribers"
 EXPORT = f"{SUBSCRIBERS}/export"
-SUBSCRIBE = f"{SUBSCRIBERS}/subscribe"
-UNSUBSCRIBE = f"{SUBSCRIBERS}/unsubscribe"
-OUT_FIELDS = {
-    "id",
-    "email",
-    "name",
-    "source",
-    "status",
-    "subscribedAt",
-    "unsubscribedAt",
-    "createdAt",
-    "updatedAt",
-    "deletedAt",
-}
 CSV_HEADER = [
     "id",
     "email",
@@ -46,77 +41,9 @@ CSV_HEADER = [
     "unsubscribeUrl",
 ]
 UNSUBSCRIBE_URL = "https://shop.example/v1/api/outreach/subscribers/unsubscribe?token="
-READER_ROOMS = ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-
-def _apis(request: pytest.FixtureRequest) -> list[Api]:
-    found: dict[int, Api] = {}
-    for name in ("api", "pg_api", "sqlite_api"):
-        if name in request.fixturenames:
-            value: Api = request.getfixturevalue(name)
-            found[id(value)] = value
-    return list(found.values())
-
-
-class Watch:
-    """The responses a test received, by the apps it used."""
-
-    def __init__(self, apis: list[Api]) -> None:
-        self.apis = apis
-        self.bodies: list[str] = []
-
-    async def keep(self, response: httpx.Response) -> None:
-        await response.aread()
-        if not response.headers.get("content-type", "").startswith("text/csv"):
-            self.bodies.append(response.text)
-
-
-@pytest.fixture
-def _watch(request: pytest.FixtureRequest) -> Iterator[Watch]:
-    # Synchronous: fixtures are resolved here, outside the running event loop.
-    watch = Watch(_apis(request))
-    for api in watch.apis:
-        api.client.event_hooks["response"].append(watch.keep)
-    yield watch
-    for api in watch.apis:
-        api.client.event_hooks["response"].remove(watch.keep)
-
-
-@pytest.fixture(autouse=True)
-async def no_response_carries_a_token(_watch: Watch) -> AsyncIterator[None]:
-    """Every response of the test (CSV exports aside) is checked for every stored token."""
-    yield
-    tokens: set[str] = set()
-    for api in _watch.apis:
-        async with api.app.state.sessionmaker() as session:
-            tokens |= set((await session.scalars(select(Subscriber.unsubscribe_token))).all())
-    leaked = [t for t in tokens if any(t in body for body in _watch.bodies)]
-    assert leaked == [], "an unsubscribe token appeared in a response"
-
-
-class Recorder:
-    """Realtime emits seen by the app: (event, payload, rooms)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any], list[str]]] = []
-
-    async def emit(self, event: str, payload: Any, rooms: Any, **_: Any) -> bool:
-        self.calls.append((event, dict(payload), list(rooms)))
-        return True
-
-    def about(self, subscriber_id: str) -> list[tuple[str, dict[str, Any], list[str]]]:
-        return [call for call in self.calls if call[1].get("id") == subscriber_id]
-
-
-async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    await api.drain_events()  # earlier tests' events go to the real emitter
-    recorder = Recorder()
-    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
-    return recorder
 
 
 async def stored(api: Api, subscriber_id: str) -> Subscriber:
@@ -142,22 +69,17 @@ async def listing(api: Api, headers: dict[str, str] | None = None, **params: Any
     return response.json()
 
 
+async def patch(
+    api: Api, subscriber_id: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """PATCH one subscriber (as the owner unless told otherwise); the answer is not checked."""
+    return await api.client.patch(
+        f"{SUBSCRIBERS}/{subscriber_id}", json=body, headers=headers or api.owner
+    )
+
+
 def ids(page: Any) -> list[str]:
     return [item["id"] for item in page["data"]]
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["requestId"] == response.headers["x-request-id"]
-    if slug is not None:
-        assert problem["type"].endswith(f"/{slug}"), problem
-
-
-def fields(response: httpx.Response) -> list[str]:
-    return [e["field"] for e in response.json().get("errors") or []]
 
 
 def parse_csv(response: httpx.Response) -> list[dict[str, str]]:
@@ -203,7 +125,7 @@ async def test_create_answers_201_with_an_active_subscriber(
     assert got.json() == body
 
     await api.drain_events()
-    sent = events.about(body["id"])
+    sent = events.about_id(body["id"])
     assert [(name, rooms) for name, _, rooms in sent] == [("subscriber.subscribed", READER_ROOMS)]
     assert sent[0][1] == body
 
@@ -351,9 +273,7 @@ async def test_status_and_date_filters(api: Api) -> None:
     marker = uuid.uuid4().hex
     active = await create(api, unique_email(marker))
     leaving = await create(api, unique_email(marker))
-    patched = await api.client.patch(
-        f"{SUBSCRIBERS}/{leaving['id']}", json={"status": "UNSUBSCRIBED"}, headers=api.owner
-    )
+    patched = await patch(api, leaving["id"], {"status": "UNSUBSCRIBED"})
     assert patched.status_code == 200, patched.text
     assert ids(await listing(api, q=marker, status="UNSUBSCRIBED")) == [leaving["id"]]
     assert ids(await listing(api, q=marker, status="ACTIVE")) == [active["id"]]
@@ -425,10 +345,8 @@ async def test_limit_bounds_1_and_100_are_fine(pg_api: Api) -> None:
 async def test_patch_name_changes_it_and_the_search(api: Api) -> None:
     marker = uuid.uuid4().hex[:10]
     sub = await create(api, name=f"Old {marker}")
-    response = await api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}",
-        json={"name": f"  Lê Văn Mới {marker} "},
-        headers=api.auth("EMPLOYEE", sub="emp-1"),
+    response = await patch(
+        api, sub["id"], {"name": f"  Lê Văn Mới {marker} "}, api.auth("EMPLOYEE", sub="emp-1")
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -441,13 +359,9 @@ async def test_patch_name_changes_it_and_the_search(api: Api) -> None:
     assert (await listing(api, q=f"old {marker}"))["meta"]["total"] == 0
 
     for empty in (None, "   "):
-        restored = await api.client.patch(
-            f"{SUBSCRIBERS}/{sub['id']}", json={"name": "Tạm"}, headers=api.owner
-        )
+        restored = await patch(api, sub["id"], {"name": "Tạm"})
         assert restored.json()["name"] == "Tạm"
-        cleared = await api.client.patch(
-            f"{SUBSCRIBERS}/{sub['id']}", json={"name": empty}, headers=api.owner
-        )
+        cleared = await patch(api, sub["id"], {"name": empty})
         assert cleared.status_code == 200, cleared.text
         assert cleared.json()["name"] is None
         assert (await stored(api, sub["id"])).name is None
@@ -460,9 +374,7 @@ async def test_patch_status_round_trip_rotates_the_token(
     first_token = (await stored(api, sub["id"])).unsubscribe_token
     events = await record_events(api, monkeypatch)
 
-    out = await api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}", json={"status": "UNSUBSCRIBED"}, headers=api.owner
-    )
+    out = await patch(api, sub["id"], {"status": "UNSUBSCRIBED"})
     assert out.status_code == 200, out.text
     left = out.json()
     assert left["status"] == "UNSUBSCRIBED"
@@ -470,9 +382,7 @@ async def test_patch_status_round_trip_rotates_the_token(
     row = await stored(api, sub["id"])
     assert (row.status, row.unsubscribe_token) == ("UNSUBSCRIBED", first_token)
 
-    back = await api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}", json={"status": "ACTIVE"}, headers=api.owner
-    )
+    back = await patch(api, sub["id"], {"status": "ACTIVE"})
     assert back.status_code == 200
     assert back.json()["status"] == "ACTIVE"
     assert back.json()["unsubscribedAt"] is None
@@ -485,7 +395,7 @@ async def test_patch_status_round_trip_rotates_the_token(
     assert (await stored(api, sub["id"])).status == "ACTIVE"
 
     await api.drain_events()
-    sent = events.about(sub["id"])
+    sent = events.about_id(sub["id"])
     assert [(name, rooms) for name, _, rooms in sent] == [
         ("subscriber.unsubscribed", READER_ROOMS),
         ("subscriber.subscribed", READER_ROOMS),
@@ -504,13 +414,11 @@ async def test_patch_to_the_same_status_is_a_no_op(
     sub = await create(pg_api)
     token = (await stored(pg_api, sub["id"])).unsubscribe_token
     events = await record_events(pg_api, monkeypatch)
-    response = await pg_api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}", json={"status": "ACTIVE"}, headers=pg_api.owner
-    )
+    response = await patch(pg_api, sub["id"], {"status": "ACTIVE"})
     assert response.status_code == 200
     assert response.json() == sub
     await pg_api.drain_events()
-    assert events.about(sub["id"]) == []
+    assert events.about_id(sub["id"]) == []
     assert (await stored(pg_api, sub["id"])).unsubscribe_token == token
 
 
@@ -527,9 +435,7 @@ async def test_patch_to_the_same_status_is_a_no_op(
 )
 async def test_patch_validation_is_422(pg_api: Api, body: dict[str, Any], field: str) -> None:
     sub = await create(pg_api)
-    response = await pg_api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}", json=body, headers=pg_api.owner
-    )
+    response = await patch(pg_api, sub["id"], body)
     assert_problem(response, 422, "validation-failed")
     assert field in fields(response)
     again = await pg_api.client.get(f"{SUBSCRIBERS}/{sub['id']}", headers=pg_api.owner)
@@ -539,17 +445,13 @@ async def test_patch_validation_is_422(pg_api: Api, body: dict[str, Any], field:
 @pytest.mark.parametrize("body", [{}, {"status": None}])
 async def test_patch_with_nothing_to_change_is_422(pg_api: Api, body: dict[str, Any]) -> None:
     sub = await create(pg_api)
-    response = await pg_api.client.patch(
-        f"{SUBSCRIBERS}/{sub['id']}", json=body, headers=pg_api.owner
-    )
+    response = await patch(pg_api, sub["id"], body)
     assert_problem(response, 422, "validation-failed")
     assert (await stored(pg_api, sub["id"])).status == "ACTIVE"
 
 
 async def test_patch_unknown_is_404_and_bad_body_415(pg_api: Api) -> None:
-    missing = await pg_api.client.patch(
-        f"{SUBSCRIBERS}/1", json={"name": "x"}, headers=pg_api.owner
-    )
+    missing = await patch(pg_api, "1", {"name": "x"})
     assert_problem(missing, 404, "not-found")
     sub = await create(pg_api)
     wrong = await pg_api.client.patch(
@@ -760,9 +662,7 @@ async def test_export_filters_by_status_and_ignores_include_deleted(pg_api: Api)
     staying = await create(pg_api, unique_email(marker))
     leaving = await create(pg_api, unique_email(marker))
     gone = await create(pg_api, unique_email(marker))
-    await pg_api.client.patch(
-        f"{SUBSCRIBERS}/{leaving['id']}", json={"status": "UNSUBSCRIBED"}, headers=pg_api.owner
-    )
+    await patch(pg_api, leaving["id"], {"status": "UNSUBSCRIBED"})
     await pg_api.client.delete(f"{SUBSCRIBERS}/{gone['id']}", headers=pg_api.owner)
     active = parse_csv(
         await pg_api.client.get(

@@ -6,7 +6,6 @@ import asyncio
 import re
 import secrets
 import unicodedata
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -15,94 +14,20 @@ import structlog
 from sqlalchemy import select
 
 from outreach.subscribers.models import Subscriber
-from tests.support import BASE, Api, unique_email
-
-SUBSCRIBE = f"{BASE}/subscribers/subscribe"
-UNSUBSCRIBE = f"{BASE}/subscribers/unsubscribe"
-SUBSCRIBERS = f"{BASE}/subscribers"
-OUT_FIELDS = {
-    "id",
-    "email",
-    "name",
-    "source",
-    "status",
-    "subscribedAt",
-    "unsubscribedAt",
-    "createdAt",
-    "updatedAt",
-    "deletedAt",
-}
-READER_ROOMS = ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
+from tests.subscribers.helpers import (
+    OUT_FIELDS,
+    READER_ROOMS,
+    SUBSCRIBE,
+    SUBSCRIBERS,
+    TIME,
+    UNSUBSCRIBE,
+    assert_problem,
+    fields,
+    record_events,
+)
+from tests.support import Api, unique_email
 
 # ---- helpers ------------------------------------------------------------------------------
-
-
-def _apis(request: pytest.FixtureRequest) -> list[Api]:
-    found: dict[int, Api] = {}
-    for name in ("api", "pg_api", "sqlite_api"):
-        if name in request.fixturenames:
-            value: Api = request.getfixturevalue(name)
-            found[id(value)] = value
-    return list(found.values())
-
-
-class Watch:
-    """The responses a test received, by the apps it used."""
-
-    def __init__(self, apis: list[Api]) -> None:
-        self.apis = apis
-        self.bodies: list[str] = []
-
-    async def keep(self, response: httpx.Response) -> None:
-        await response.aread()
-        if not response.headers.get("content-type", "").startswith("text/csv"):
-            self.bodies.append(response.text)
-
-
-@pytest.fixture
-def _watch(request: pytest.FixtureRequest) -> Iterator[Watch]:
-    # Synchronous: fixtures are resolved here, outside the running event loop.
-    watch = Watch(_apis(request))
-    for api in watch.apis:
-        api.client.event_hooks["response"].append(watch.keep)
-    yield watch
-    for api in watch.apis:
-        api.client.event_hooks["response"].remove(watch.keep)
-
-
-@pytest.fixture(autouse=True)
-async def no_response_carries_a_token(_watch: Watch) -> AsyncIterator[None]:
-    """Every response of the test (CSV exports aside) is checked for every stored token."""
-    yield
-    tokens: set[str] = set()
-    for api in _watch.apis:
-        async with api.app.state.sessionmaker() as session:
-            tokens |= set((await session.scalars(select(Subscriber.unsubscribe_token))).all())
-    leaked = [t for t in tokens if any(t in body for body in _watch.bodies)]
-    assert leaked == [], "an unsubscribe token appeared in a response"
-
-
-class Recorder:
-    """Realtime emits seen by the app: (event, payload, rooms)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any], list[str]]] = []
-
-    async def emit(self, event: str, payload: Any, rooms: Any, **_: Any) -> bool:
-        self.calls.append((event, dict(payload), list(rooms)))
-        return True
-
-    def about(self, email: str) -> list[tuple[str, dict[str, Any], list[str]]]:
-        return [call for call in self.calls if call[1].get("email") == email]
-
-
-async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    await api.drain_events()  # earlier tests' events go to the real emitter
-    recorder = Recorder()
-    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
-    return recorder
 
 
 async def rows(api: Api, email: str) -> list[Subscriber]:
@@ -131,20 +56,6 @@ async def subscribed(api: Api, **extra: Any) -> tuple[str, str]:
     email = unique_email("sub")
     await subscribe(api, email, **extra)
     return email, (await live(api, email)).unsubscribe_token
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["requestId"] == response.headers["x-request-id"]
-    if slug is not None:
-        assert problem["type"].endswith(f"/{slug}"), problem
-
-
-def fields(response: httpx.Response) -> list[str]:
-    return [e["field"] for e in response.json().get("errors") or []]
 
 
 # ---- subscribe ----------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""What the subscriber tests share: routes, the shape of a subscriber, problem checks, events.
+
+The token-leak check that runs around every test here is in tests/subscribers/conftest.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.support import BASE, Api, Recorder
+
+SUBSCRIBERS = f"{BASE}/subscribers"
+SUBSCRIBE = f"{SUBSCRIBERS}/subscribe"
+UNSUBSCRIBE = f"{SUBSCRIBERS}/unsubscribe"
+OUT_FIELDS = {
+    "id",
+    "email",
+    "name",
+    "source",
+    "status",
+    "subscribedAt",
+    "unsubscribedAt",
+    "createdAt",
+    "updatedAt",
+    "deletedAt",
+}
+READER_ROOMS = ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def apis(request: pytest.FixtureRequest) -> list[Api]:
+    """The apps a test uses, each once."""
+    found: dict[int, Api] = {}
+    for name in ("api", "pg_api", "sqlite_api"):
+        if name in request.fixturenames:
+            value: Api = request.getfixturevalue(name)
+            found[id(value)] = value
+    return list(found.values())
+
+
+class Watch:
+    """The responses a test received, by the apps it used."""
+
+    def __init__(self, apis: list[Api]) -> None:
+        self.apis = apis
+        self.bodies: list[str] = []
+
+    async def keep(self, response: httpx.Response) -> None:
+        await response.aread()
+        if not response.headers.get("content-type", "").startswith("text/csv"):
+            self.bodies.append(response.text)
+
+
+async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    await api.drain_events()  # earlier tests' events go to the real emitter
+    recorder = Recorder()
+    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
+    return recorder
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["requestId"] == response.headers["x-request-id"]
+    if slug is not None:
+        assert problem["type"].endswith(f"/{slug}"), problem
+
+
+def fields(response: httpx.Response) -> list[str]:
+    return [e["field"] for e in response.json().get("errors") or []]
