@@ -236,6 +236,10 @@ async def _on_database(_: Request, exc: Exception) -> Response:
 
 def is_database_outage(exc: BaseException) -> bool:
     """Connection-level failures (refused, reset, timed out), as opposed to bad SQL."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return False  # a file problem is a bug to see (500 with its trace), not an outage
+    if isinstance(exc, PermissionError):
+        return False
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
         return True
     if isinstance(exc, PoolTimeout):  # every connection busy: overloaded, try again

@@ -9,6 +9,7 @@ series.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -46,6 +47,7 @@ from outreach.subscribers.models import Subscriber, SubscriberStatus
 
 MAX_BUCKETS = 366
 DEFAULT_DAYS = 30
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,8 @@ def _parse_date(raw: str | None, field: str) -> date | None:
     if raw is None:
         return None
     try:
-        if len(raw) != 10:
+        # Only YYYY-MM-DD: fromisoformat also takes 20310301 and week dates (2031-W09-1).
+        if not _DATE.fullmatch(raw):
             raise ValueError
         return date.fromisoformat(raw)
     except ValueError:
@@ -102,32 +105,49 @@ def window(
 ) -> Window:
     try:
         tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ("America") is opened as a file.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValidationFailed(
             "tz must be an IANA time zone", errors=[("tz", "unknown time zone")]
         ) from None
     first = _parse_date(raw_from, "from")
     last = _parse_date(raw_to, "to")
-    if last is None:
-        last = (
-            now.astimezone(tz).date() if first is None else first + timedelta(days=DEFAULT_DAYS - 1)
-        )
-    if first is None:
-        first = last - timedelta(days=DEFAULT_DAYS - 1)
-    if first > last:
-        raise ValidationFailed("from must not be after to", errors=[("from", "after to")])
-    buckets: list[date] = []
-    bucket = bucket_of(first, interval)
-    while bucket <= last:
-        buckets.append(bucket)
-        if len(buckets) > MAX_BUCKETS:
-            raise ValidationFailed(
-                f"At most {MAX_BUCKETS} buckets", errors=[("to", "range too long for interval")]
-            )
-        bucket = _next_bucket(bucket, interval)
-    start = datetime.combine(first, time.min, tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
+    field = "to"  # the date an overflow below comes from
+    try:
+        if last is None:
+            if first is None:
+                last = now.astimezone(tz).date()
+            else:
+                field = "from"
+                last = first + timedelta(days=DEFAULT_DAYS - 1)
+        if first is None:
+            first = last - timedelta(days=DEFAULT_DAYS - 1)
+        if first > last:
+            raise ValidationFailed("from must not be after to", errors=[("from", "after to")])
+        buckets: list[date] = []
+        bucket = bucket_of(first, interval)
+        while bucket <= last:
+            buckets.append(bucket)
+            if len(buckets) > MAX_BUCKETS:
+                raise ValidationFailed(
+                    f"At most {MAX_BUCKETS} buckets", errors=[("to", "range too long for interval")]
+                )
+            bucket = _next_bucket(bucket, interval)
+        field = "from"
+        start = _utc_start(first, tz)
+        field = "to"
+        end = _utc_start(last + timedelta(days=1), tz)
+    except OverflowError:
+        raise ValidationFailed(
+            "The range must lie within years 1..9999 in tz",
+            errors=[(field, "out of the supported range")],
+        ) from None
     return Window(first, last, interval, tz_name, tz, start, end, tuple(buckets))
+
+
+def _utc_start(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of the local `day` in `tz`, in UTC."""
+    return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
 
 
 def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
@@ -212,10 +232,22 @@ def _aligned(moment: datetime) -> bool:
     return moment.timestamp() % _QUARTER_HOUR == 0
 
 
+def _rollup_exact(win: Window) -> bool:
+    """Whether every local bucket edge in the window falls on a 15-minute UTC boundary.
+
+    Then no rollup bucket straddles two local buckets, so summing them is exact. Checking
+    only the window's ends is not enough: Singapore was UTC+7:20 from 1933 to 1941, so the
+    months of 1932-12..1941-12 start and end on quarter hours but not the months between.
+    """
+    edges = [win.start, win.end]
+    edges += [_utc_start(b, win.tz) for b in win.buckets if b > win.first]
+    return all(_aligned(edge) for edge in edges)
+
+
 async def _inquiry_counts(session: AsyncSession, win: Window) -> list[tuple[date, str, int]]:
     """(local bucket, status, count) of live inquiries created in the window: one query."""
     dialect = session.sync_session.get_bind().dialect.name
-    if dialect == "postgresql" and _aligned(win.start) and _aligned(win.end):
+    if dialect == "postgresql" and _rollup_exact(win):
         bucket = _local_day(_rollup.c.bucket, win, dialect).label("bucket")
         stmt = (
             select(bucket, _rollup.c.status, func.sum(_rollup.c.n))
