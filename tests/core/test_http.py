@@ -210,3 +210,19 @@ async def test_client_ip_from_trusted_proxy_only(
         )
         got = await api.client.get(f"{BASE}/inquiries/{response.json()['id']}", headers=api.owner)
         assert got.json()["clientIp"] == "203.0.113.7"  # the peer: no trusted proxy configured
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        (f"{BASE}/inquiries/123", "DELETE, GET, PATCH"),
+        (f"{BASE}/subscribers", "GET, POST"),
+        ("/healthz", "GET"),
+        (f"{BASE}/inquiries/submit", "POST"),
+        (f"{BASE}/subscribers/export", "GET"),
+    ],
+)
+async def test_405_lists_every_method_of_the_path(pg_api: Api, path: str, allowed: str) -> None:
+    response = await pg_api.client.put(path, headers=pg_api.owner)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed

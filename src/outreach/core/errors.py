@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -214,13 +215,36 @@ _HTTP_SLUGS = {
 }
 
 
-async def _on_http(_: Request, exc: Exception) -> Response:
+async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, OutreachError):  # raised while FastAPI read the body (413)
         return error_response(exc.__cause__)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names only the first matching route's methods; list every route's.
+        headers = {"Allow": ", ".join(allowed_methods(request))}
+    return problem_response(exc.status_code, slug, title, detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for path, operations in request.app.openapi().get("paths", {}).items():
+            pattern = re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$")
+            table.append((pattern, [m.upper() for m in operations if m != "parameters"]))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    # A literal route (`/inquiries/submit`) wins over a template (`/inquiries/{inquiry_id}`).
+    matching = [(p.pattern.count("[^/]+"), methods) for p, methods in table if p.match(path)]
+    if not matching:
+        return []
+    fewest = min(params for params, _ in matching)
+    return sorted({m for params, methods in matching if params == fewest for m in methods})
 
 
 async def _on_integrity(_: Request, exc: Exception) -> Response:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from outreach.auth.permissions import Authorizer, get_authorizer
 from outreach.auth.principal import AuthPrincipal, current_principal
 from outreach.core.errors import Forbidden
-from outreach.core.schemas import decode_cursor, encode_cursor, parse_time_bound
+from outreach.core.schemas import DateOrTime, decode_cursor, encode_cursor, time_bound
 from outreach.core.text import like_pattern
 
 M = TypeVar("M")
@@ -110,12 +110,12 @@ def list_query_dependency(resource: str) -> Any:
             str | None, Query(max_length=200, description="Case-insensitive substring")
         ] = None,
         created_from: Annotated[
-            str | None,
-            Query(alias="createdFrom", max_length=40, description="RFC 3339 time or date"),
+            DateOrTime | None,
+            Query(alias="createdFrom", description="RFC 3339 time, or a date (from its start)"),
         ] = None,
         created_to: Annotated[
-            str | None,
-            Query(alias="createdTo", max_length=40, description="RFC 3339 time or date"),
+            DateOrTime | None,
+            Query(alias="createdTo", description="RFC 3339 time, or a date (to its end)"),
         ] = None,
     ) -> ListQuery:
         if include_deleted and not authorizer.allowed(principal.roles, resource, "restore"):
@@ -126,8 +126,8 @@ def list_query_dependency(resource: str) -> Any:
             order=order,
             include_deleted=include_deleted,
             q=q.strip() or None if q is not None else None,
-            created_from=parse_time_bound(created_from, "createdFrom", end=False),
-            created_to=parse_time_bound(created_to, "createdTo", end=True),
+            created_from=time_bound(created_from, end=False),
+            created_to=time_bound(created_to, end=True),
         )
 
     return Depends(dependency)

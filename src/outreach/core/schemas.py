@@ -168,21 +168,27 @@ def decode_cursor(cursor: str, order: str) -> int:
     return last
 
 
-def parse_time_bound(raw: str | None, field: str, *, end: bool) -> datetime | None:
-    """RFC 3339 timestamp, or a date (the whole day: start of it, or end of it for `to`)."""
-    if raw is None:
+def _date_or_time(value: Any) -> Any:
+    # "2026-11-01" is a date (a whole day); anything longer an RFC 3339 time. pydantic's own
+    # union would read "2026-11-01T00:00:00Z" as a date, or "2026-11-01" as a midnight.
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return value
+
+
+DateOrTime = Annotated[date | datetime, BeforeValidator(_date_or_time)]
+
+
+def time_bound(value: date | datetime | None, *, end: bool) -> datetime | None:
+    """A list's time filter: a time (UTC when it has no offset), or a date meaning the whole
+    day (its start for `createdFrom`, its end for `createdTo`)."""
+    if value is None:
         return None
-    raw = raw.strip()
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
-            return moment
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(
-            f"{field} must be an RFC 3339 time or a date", errors=[(field, "invalid time")]
-        ) from None
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time.max if end else time.min, tzinfo=UTC)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -191,3 +197,18 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
     return Response(
         model.model_dump_json(by_alias=True), status_code, media_type="application/json"
     )
+
+
+def patch_schema(*non_null: str) -> Any:
+    """`json_schema_extra` for a PATCH body: at least one field; `non_null` fields may be
+    left out but not sent as null (the model refuses null for them)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["minProperties"] = 1
+        for name in non_null:
+            prop = schema.get("properties", {}).get(name, {})
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+
+    return extra

@@ -17,6 +17,7 @@ from outreach.core.schemas import (
     Page,
     Text,
     Timestamp,
+    patch_schema,
 )
 from outreach.inquiries.models import InquiryStatus
 
@@ -67,6 +68,8 @@ class InquiryPage(Page[InquiryOut]):
 
 
 class InquiryUpdate(InModel):
+    model_config = InModel.model_config | {"json_schema_extra": patch_schema("status")}
+
     status: InquiryStatus | None = None
     note: Annotated[
         Annotated[Text, Field(max_length=2000)] | None, Field(description="`null` clears it")

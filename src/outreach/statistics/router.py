@@ -25,10 +25,21 @@ ERRORS = problem_responses(401, 403, 422, 503)
 async def _window(
     rt: RuntimeDep,
     from_: Annotated[
-        str | None, Query(alias="from", max_length=10, description="Local date YYYY-MM-DD")
+        str | None,
+        Query(
+            alias="from",
+            max_length=10,
+            description="Local date YYYY-MM-DD",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     to: Annotated[
-        str | None, Query(max_length=10, description="Local date YYYY-MM-DD, inclusive")
+        str | None,
+        Query(
+            max_length=10,
+            description="Local date YYYY-MM-DD, inclusive",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     interval: Annotated[Interval, Query()] = "day",
     tz: Annotated[

@@ -15,6 +15,7 @@ from outreach.core.schemas import (
     OutModel,
     Page,
     Timestamp,
+    patch_schema,
 )
 from outreach.subscribers.models import SubscriberStatus
 
@@ -59,6 +60,8 @@ class SubscriberPage(Page[SubscriberOut]):
 
 
 class SubscriberUpdate(InModel):
+    model_config = InModel.model_config | {"json_schema_extra": patch_schema("status")}
+
     name: Annotated[OptionalName, Field(description="`null` clears it")] = None
     status: SubscriberStatus | None = None
 
