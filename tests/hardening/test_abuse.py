@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from joserfc.jwk import ECKey
@@ -89,7 +90,7 @@ async def test_limiter_fails_open_when_redis_is_down(
 async def test_a_flood_of_junk_stores_exactly_the_real_inquiries(pg_api: Api) -> None:
     marker = uuid.uuid4().hex[:12]
     rng = random.Random(20261124)
-    junk = [
+    junk: list[Callable[[str], dict[str, str]]] = [
         lambda m: {**body(m), "email": "not-an-email"},
         lambda m: {**body(m), "message": ""},
         lambda m: {**body(m), "message": "x" * 5001},
