@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outreach.auth.permissions import seed_policy
@@ -44,8 +45,12 @@ def _upgrade(connection: Connection) -> None:
 async def current_revision(conn: AsyncConnection) -> str | None:
     try:
         result = await conn.execute(text("SELECT version_num FROM alembic_version"))
-    except Exception:  # no table yet: nothing migrated
-        return None
+    except DBAPIError as exc:
+        # No table yet: nothing migrated. Anything else (the database went away) is raised.
+        message = str(exc.orig).lower()
+        if "no such table" in message or "does not exist" in message:
+            return None
+        raise
     return result.scalar_one_or_none()
 
 
