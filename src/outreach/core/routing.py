@@ -19,20 +19,18 @@ def media_type(request: Request) -> str:
 
 
 class ContentTypeRoute(APIRoute):
-    """Routes with a JSON body accept only JSON (`openapi_extra["x-accepts-form"]` adds forms)."""
+    """Routes with a JSON body accept only JSON. (The public routes read their own bodies and
+    check the type themselves: core/public.py, subscribers/router.py.)"""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None and not (self.openapi_extra or {}).get("x-accepts-form"):
+        if self.body_field is None:
             return handler
-        allowed = set(JSON_TYPES)
-        if (self.openapi_extra or {}).get("x-accepts-form"):
-            allowed |= FORM_TYPES
 
         async def checked(request: Request) -> Response:
             kind = media_type(request)
-            if kind and kind not in allowed and not kind.endswith("+json"):
-                raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(allowed))}")
+            if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+                raise UnsupportedMediaType("Send the body as application/json")
             if not kind and request.headers.get("content-length", "0") not in ("0", ""):
                 raise UnsupportedMediaType("Content-Type is required for a body")
             return await handler(request)

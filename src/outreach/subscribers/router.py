@@ -122,7 +122,7 @@ async def _token_from_body(request: Request) -> str | None:
     "/subscribers/unsubscribe",
     response_model=Unsubscribed,
     tags=["public"],
-    openapi_extra={"x-accepts-form": True, "requestBody": _UNSUBSCRIBE_BODY},
+    openapi_extra={"requestBody": _UNSUBSCRIBE_BODY},
     responses=problem_responses(400, 404, 413, 415, 422, 429, 503),
 )
 async def unsubscribe(
