@@ -5,7 +5,7 @@ pydantic validation, Idempotency-Key, rate limit) with the same rules and errors
 of the API. They are registered as ordinary FastAPI routes, which document them (the body
 schema comes from `json_body_doc`), and `PublicFastLane` dispatches the same handlers
 directly, skipping routing, dependency solving and three middleware layers: measured in
-bench/, that is the difference between ~2,000 and ~N submits/s (docs/adr/0005).
+bench/, that took submit from ~1,950 to ~2,900 req/s (docs/adr/0005).
 """
 
 from __future__ import annotations
