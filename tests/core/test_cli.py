@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from outreach.core.migrate import head_revision
 from tests.support import BASE, PG_ADMIN, Server
@@ -155,3 +156,40 @@ def test_serve_logs_logfmt_with_request_id_and_a_dev_token_works(tmp_path: Path)
     assert any(f"route={BASE}/inquiries" in line and "status=200" in line for line in access)
     assert token not in server.output()
     assert "x.y.z" not in server.output()
+
+
+def test_metrics_of_a_running_server_parse(tmp_path: Path) -> None:
+    env = {
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'metrics.db'}",
+        "METRICS_ENABLED": "true",
+    }
+    assert run(["migrate"], env).returncode == 0
+    server = Server(env)
+    try:
+        server.wait_ready()
+        httpx.post(
+            f"{server.url}{BASE}/inquiries/submit",
+            json={"name": "M", "email": "m@example.com", "message": "m"},
+        )
+        httpx.get(f"{server.url}{BASE}/inquiries/42")
+        text = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name in (
+        "http_requests",
+        "http_request_duration_seconds",
+        "outreach_inquiries_submitted",
+        "outreach_subscriber_events",
+        "outreach_realtime_emit_failures",
+        "outreach_realtime_connected_clients",
+        "process_cpu_seconds",
+    ):
+        assert name in families, name
+    routes = {sample.labels["route"] for sample in families["http_requests"].samples}
+    assert f"{BASE}/inquiries/{{inquiry_id}}" in routes
+    assert f"{BASE}/inquiries/submit" in routes
+    assert not any("42" in route for route in routes)
+    submitted = [s.value for s in families["outreach_inquiries_submitted"].samples]
+    assert 1.0 in submitted
