@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from outreach.inquiries.models import Inquiry
 from outreach.subscribers.models import Subscriber
@@ -60,3 +61,28 @@ async def test_subscriber_totals_follow_writes(pg_api: Api) -> None:
     assert await totals(pg_api, "subscribers", status="ACTIVE") == await counted(
         pg_api, Subscriber, status="ACTIVE"
     )
+
+
+@pytest.mark.last
+async def test_the_counters_equal_the_rows_after_the_whole_suite(pg_api: Api) -> None:
+    async with pg_api.app.state.sessionmaker() as session:
+        mismatches = (
+            await session.execute(
+                text(
+                    """
+                    SELECT tbl, status, deleted FROM (
+                        SELECT 'inquiries' AS tbl, status, deleted_at IS NOT NULL AS deleted,
+                               count(*) AS n FROM inquiries GROUP BY 1, 2, 3
+                        UNION ALL
+                        SELECT 'subscribers', status, deleted_at IS NOT NULL, count(*)
+                        FROM subscribers GROUP BY 1, 2, 3
+                    ) rows FULL JOIN (
+                        SELECT tbl, status, deleted, sum(n) AS n FROM row_counts
+                        GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+                    ) counters USING (tbl, status, deleted)
+                    WHERE rows.n IS DISTINCT FROM counters.n
+                    """
+                )
+            )
+        ).all()
+    assert mismatches == []
