@@ -213,3 +213,24 @@ async def _first_delivery(
         if times:
             return min(times)
     raise AssertionError(f"no event reached replica B within {bound} s of Redis coming back")
+
+
+async def test_a_burst_reaches_the_other_replica_whole_and_once(cluster: Cluster) -> None:
+    """Events emitted together are published together (one Redis message, a `batch`):
+    every one arrives on the other replica, once, with its own payload."""
+    owner = cluster.token("OWNER", sub="owner-burst")
+    async with (
+        sio_client(cluster.b.url, token=owner) as on_b,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        marks = [marker() for _ in range(40)]
+        submitted = await asyncio.gather(*(submit(http, cluster.a.url, m) for m in marks))
+        ids = [inquiry_id for inquiry_id, _ in submitted]
+        for inquiry_id in ids:
+            await on_b.wait_for("inquiry.sent", inquiry_id, DELIVERY_BOUND * 3)
+        await asyncio.sleep(0.3)
+        received = [e[2]["id"] for e in on_b.events if e[1] == "inquiry.sent"]
+        assert sorted(received) == sorted(ids)
+        by_id = {e[2]["id"]: e[2] for e in on_b.events if e[1] == "inquiry.sent"}
+        for (inquiry_id, _), mark in zip(submitted, marks, strict=True):
+            assert by_id[inquiry_id]["message"] == f"Xin chào {mark}"

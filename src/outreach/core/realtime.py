@@ -76,6 +76,8 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._listener: Redis | None = None
         self._first_attempt = asyncio.Event()
         self.subscribed = False
+        self._outbox: list[tuple[Any, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def _client(self, **overrides: Any) -> Redis:
         client: Redis = Redis.from_url(self.redis_url, **{**self._options, **overrides})
@@ -125,7 +127,39 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         # gather schedules the publish first: it is on the wire before the local fan-out.
         await asyncio.gather(self._publish(message), self._handle_emit(message))
 
-    async def _publish(self, data: Any) -> Any:
+    async def _publish(self, data: Any) -> None:
+        """Group publish: messages emitted while one PUBLISH is in flight go out together in
+        the next, as one `batch` message (one Redis round trip and one encode for many
+        events under load; a lone event is published as itself). Each caller still waits for
+        its own message and sees its failure."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((data, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                if len(batch) == 1:
+                    message = batch[0][0]
+                else:
+                    message = {"method": "batch", "items": [item for item, _ in batch]}
+                try:
+                    await self._publish_now(message)
+                except Exception as exc:  # noqa: BLE001 - each waiting emit gets it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def _publish_now(self, data: Any) -> Any:
         if self._publisher is None:
             # One immediate retry: the first command on a pooled connection that Redis closed
             # (a restart) fails once, then the pool reconnects.
@@ -174,7 +208,15 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 and message.get("type") == "message"
                 and "data" in message
             ):
-                yield message["data"]
+                try:
+                    decoded = self.json.loads(message["data"])
+                except ValueError:
+                    continue
+                if isinstance(decoded, dict) and decoded.get("method") == "batch":
+                    for item in decoded.get("items", ()):
+                        yield item
+                else:
+                    yield decoded
 
     async def wait_first_subscription(self, timeout: float) -> None:
         """Until the listener's first attempt to subscribe has succeeded or failed."""
