@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import structlog
 
+from outreach.inquiries.models import Inquiry
+from outreach.inquiries.service import to_out
 from tests.support import BASE, Api, Recorder, unique_email
 
 INQUIRIES = f"{BASE}/inquiries"
@@ -322,3 +324,14 @@ async def test_roles(pg_api: Api) -> None:
     anonymous = await pg_api.client.get(url)
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_hot_path_payload_is_the_inquiry_schema(api: Api, events: Recorder) -> None:
+    """inquiry.sent's payload (built without pydantic) equals the InquiryOut of the row."""
+    inquiry_id = await submit(api, "payload", phone="+84 1", subject="S", source="https://x")
+    await api.drain_events()
+    (payload,) = [p for p in events.of("inquiry.sent") if p["id"] == inquiry_id]
+    async with api.app.state.sessionmaker() as session:
+        row = await session.get(Inquiry, int(inquiry_id))
+        assert row is not None
+        assert payload == to_out(row)
