@@ -41,35 +41,38 @@ ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 
-SUBMIT_LUA = """
+# A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
+# thread (math.random is not seeded per thread: both would send the same addresses in
+# lockstep and queue on the same rows).
+LUA_POST = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local n = 0
--- unique per wrk thread (math.random is not seeded per thread: both would send the same
--- addresses in lockstep and queue on the same rows)
 local prefix = string.gsub(tostring({}), "[^%w]", "")
 request = function()
   n = n + 1
-  local body = string.format(
+  return wrk.format(nil, nil, nil, make_body(n, prefix))
+end
+"""
+SUBMIT_LUA = (
+    """
+make_body = function(n, prefix)
+  return string.format(
     '{"name":"Khách %d","email":"bench-%s-%d@example.com",' ..
     '"message":"Xin chào, tôi muốn hỏi giá sỉ %d","subject":"Wholesale"}',
     n, prefix, n, n)
-  return wrk.format(nil, nil, nil, body)
 end
 """
-SUBSCRIBE_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
--- unique per wrk thread (math.random is not seeded per thread: both would send the same
--- addresses in lockstep and queue on the same rows)
-local prefix = string.gsub(tostring({}), "[^%w]", "")
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, nil,
-    string.format('{"email":"sub-%s-%d@example.com","source":"footer"}', prefix, n))
+    + LUA_POST
+)
+SUBSCRIBE_LUA = (
+    """
+make_body = function(n, prefix)
+  return string.format('{"email":"sub-%s-%d@example.com","source":"footer"}', prefix, n)
 end
 """
+    + LUA_POST
+)
 PGBENCH_SQL = """\\set n random(1, 4000000000000)
 INSERT INTO inquiries (id, name, email, phone, subject, message, source, status, note, client_ip, user_agent, search_text, created_at, updated_at, deleted_at) VALUES ((:n)::bigint * 1024 + 1023, 'Khách', 'pgbench@example.com', NULL, 'Wholesale', 'Xin chào, tôi muốn hỏi giá sỉ', NULL, 'SENT', NULL, '127.0.0.1', 'pgbench', 'khách pgbench@example.com wholesale xin chào', now(), now(), NULL);
 """  # noqa: E501
