@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from outreach.inquiries.models import Inquiry
-from outreach.inquiries.service import to_out
+from outreach.inquiries.schemas import InquiryOut
 from tests.support import BASE, Api, Recorder, unique_email
 
 INQUIRIES = f"{BASE}/inquiries"
@@ -334,4 +334,4 @@ async def test_the_hot_path_payload_is_the_inquiry_schema(api: Api, events: Reco
     async with api.app.state.sessionmaker() as session:
         row = await session.get(Inquiry, int(inquiry_id))
         assert row is not None
-        assert payload == to_out(row)
+        assert payload == InquiryOut.model_validate(row).model_dump(mode="json", by_alias=True)

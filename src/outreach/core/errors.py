@@ -6,12 +6,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -270,37 +272,17 @@ def is_database_outage(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    name = type(exc).__name__
-    return name in {
-        "ConnectionDoesNotExistError",
-        "CannotConnectNowError",
-        "ConnectionFailureError",
-        "InterfaceError",
-        "TooManyConnectionsError",
-        "AdminShutdownError",
-    } or any(isinstance(exc, _outage) for _outage in _asyncpg_outage_types())
+    return isinstance(exc, SAInterfaceError | ASYNCPG_OUTAGES)
 
 
-def _asyncpg_base() -> tuple[type[Exception], ...]:
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover
-        return ()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-def _asyncpg_outage_types() -> tuple[type[BaseException], ...]:
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        return ()
-    return (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.AdminShutdownError,
-    )
+# asyncpg's own connection-level failures (the public routes use it without SQLAlchemy).
+ASYNCPG_OUTAGES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
 
 
 async def handle_unexpected(_: Request, exc: Exception) -> Response:
@@ -321,7 +303,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(IntegrityError, _on_integrity)
-    for driver_error in (OSError, DBAPIError, PoolTimeout, *_asyncpg_base()):
+    for driver_error in (
+        OSError,
+        DBAPIError,
+        PoolTimeout,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ):
         app.add_exception_handler(driver_error, _on_driver_error)
     app.add_exception_handler(Exception, handle_unexpected)
 

@@ -30,12 +30,8 @@ from outreach.inquiries.schemas import (
 )
 
 
-def to_out(row: Inquiry | dict[str, Any]) -> dict[str, Any]:
-    return InquiryOut.model_validate(row).model_dump(mode="json", by_alias=True)
-
-
 def sent_payload(row: dict[str, Any]) -> dict[str, Any]:
-    """`to_out` of a row just inserted, without pydantic (once per submit: the hot path).
+    """The InquiryOut of a row just inserted, without pydantic (once per submit: hot path).
     tests/inquiries/test_admin.py checks that both give the same dict."""
     created = format_time(row["created_at"])
     return {
