@@ -13,6 +13,7 @@ import pytest
 import structlog
 from sqlalchemy import select
 
+from outreach.core.fastdb import _Batcher
 from outreach.subscribers.models import Subscriber
 from tests.subscribers.helpers import (
     OUT_FIELDS,
@@ -166,6 +167,52 @@ async def test_concurrent_subscribes_of_one_address_store_one_row(pg_api: Api) -
     )
     assert [a.status_code for a in answers] == [202] * 6
     assert len(await rows(pg_api, email)) == 1
+
+
+async def test_a_burst_of_mixed_subscribes_gives_each_address_its_own_outcome(
+    pg_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent subscribes are written together (group commit, core/fastdb.py): new,
+    returning, already active and repeated addresses in one burst each end as if alone."""
+    active = [await subscribed(pg_api, name=f"Active {i}") for i in range(3)]
+    returning = [await subscribed(pg_api, name=f"Back {i}") for i in range(3)]
+    for _, token in returning:
+        left = await pg_api.client.post(UNSUBSCRIBE, json={"token": token})
+        assert left.status_code == 200
+    new = [unique_email("burst") for _ in range(30)]
+    repeated = unique_email("twice")
+    sizes: list[int] = []
+    real_write = _Batcher._write_grouped
+
+    async def counting(self: _Batcher, conn: Any, batch: list[Any]) -> list[Any]:
+        sizes.append(len(batch))
+        return await real_write(self, conn, batch)
+
+    monkeypatch.setattr(_Batcher, "_write_grouped", counting)
+    events = await record_events(pg_api, monkeypatch)
+    emails = new + [e for e, _ in active] + [e for e, _ in returning] + [repeated] * 4
+    answers = await asyncio.gather(
+        *(pg_api.client.post(SUBSCRIBE, json={"email": e, "source": "burst"}) for e in emails)
+    )
+    assert [a.status_code for a in answers] == [202] * len(emails)
+    await pg_api.drain_events()
+    assert max(sizes) > 1  # the burst really was written in groups
+
+    for email in [*new, repeated]:
+        row = await live(pg_api, email)
+        assert (row.status, row.source) == ("ACTIVE", "burst")
+        assert [name for name, _, _ in events.about(email)] == ["subscriber.subscribed"]
+    for email, token in active:
+        row = await live(pg_api, email)
+        assert (row.status, row.unsubscribe_token, row.source) == ("ACTIVE", token, None)
+        assert events.about(email) == []
+    for email, old_token in returning:
+        row = await live(pg_api, email)
+        assert row.status == "ACTIVE"
+        assert row.unsubscribed_at is None
+        assert row.unsubscribe_token != old_token
+        assert [name for name, _, _ in events.about(email)] == ["subscriber.subscribed"]
+        assert events.about(email)[0][1]["status"] == "ACTIVE"
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,10 @@ Row = Mapping[str, Any]
 class FastConn(Protocol):
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
 
+    async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
+        """`grouped.single`'s row; outside a transaction, group-committed on PostgreSQL."""
+        ...
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
 
 
@@ -72,6 +76,9 @@ class _PgConn:
         row: Row | None = await self._conn.fetchrow(c.sql, *c.args(params))
         return row
 
+    async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
+        return await self.fetchrow(grouped.single, params)
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self._db.compiled(stmt)
         await self._conn.execute(c.sql, *c.args(params))
@@ -81,58 +88,117 @@ async def _no_reset(_conn: Any) -> None:
     return None
 
 
+class Grouped:
+    """A single-row statement with a many-row form, for group commit of statements that
+    return the row they wrote (the subscribe upsert).
+
+    `many` binds, under each parameter name of `single`, the array of that parameter's
+    values (`INSERT ... SELECT FROM unnest(...)`) and returns a row per row it wrote;
+    `match` names a parameter unique to each request that the returned row carries as a
+    column of the same name, to hand every request its own row. Two requests with the same
+    `distinct` parameter never share a batch (an upsert may not touch a row twice).
+    """
+
+    __slots__ = ("distinct", "many", "match", "single")
+
+    def __init__(self, single: Executable, many: Executable, *, match: str, distinct: str) -> None:
+        self.single = single
+        self.many = many
+        self.match = match
+        self.distinct = distinct
+
+
 class _Batcher:
     """Group commit: rows that arrive while a batch is being written go in the next one.
 
-    No timer: at low load every row is written alone at once; under load one `executemany`
-    (pipelined, atomic) carries many rows in one round trip. When a batch fails, its rows
-    are retried one by one so that each request gets its own row's outcome.
+    No timer: at low load every row is written alone at once; under load one statement
+    (pipelined `executemany`, or one many-row statement for a Grouped) carries many rows in
+    one round trip and one transaction. When a batch fails, its rows are retried one by one
+    so that each request gets its own row's outcome.
     """
 
     MAX_BATCH = 256
 
-    def __init__(self, db: AsyncpgDB, sql: str) -> None:
+    def __init__(self, db: AsyncpgDB, single: _Compiled, grouped: Grouped | None = None) -> None:
         self._db = db
-        self._sql = sql
-        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._single = single
+        self._grouped = grouped
+        self._many = db.compiled(grouped.many) if grouped is not None else None
+        self._pending: list[tuple[Any, asyncio.Future[Any], Any]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, args: list[Any]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((args, future))
+    async def run(self, item: Any, key: Any = None) -> Any:
+        """`item`: the statement's positional arguments, or for a Grouped its parameters."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future, key))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
-        await future
+        return await future
+
+    def _take(self) -> list[tuple[Any, asyncio.Future[Any], Any]]:
+        if self._grouped is None:
+            batch = self._pending[: self.MAX_BATCH]
+            del self._pending[: self.MAX_BATCH]
+            return batch
+        batch, later, seen = [], [], set()
+        for item in self._pending:
+            if len(batch) < self.MAX_BATCH and item[2] not in seen:
+                seen.add(item[2])
+                batch.append(item)
+            else:
+                later.append(item)
+        self._pending = later
+        return batch
 
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch = self._pending[: self.MAX_BATCH]
-                del self._pending[: self.MAX_BATCH]
-                await self._write(batch)
+                await self._write(self._take())
         finally:
             self._task = None
 
-    async def _write(self, batch: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[Any, asyncio.Future[Any], Any]]) -> None:
         pool = self._db.pool
         try:
             async with pool.acquire(timeout=5) as conn:
-                if len(batch) == 1:
-                    await conn.execute(self._sql, *batch[0][0])
+                if self._grouped is not None:
+                    results = await self._write_grouped(conn, batch)
+                elif len(batch) == 1:
+                    await conn.execute(self._single.sql, *batch[0][0])
+                    results = [None]
                 else:
-                    await conn.executemany(self._sql, [args for args, _ in batch])
+                    await conn.executemany(self._single.sql, [args for args, _, _ in batch])
+                    results = [None] * len(batch)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(batch) > 1 and not _is_outage(exc):
                 for item in batch:
                     await self._write([item])
                 return
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in batch:
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
-                future.set_result(None)
+                future.set_result(result)
+
+    async def _write_grouped(
+        self, conn: Any, batch: list[tuple[Any, asyncio.Future[Any], Any]]
+    ) -> list[Any]:
+        grouped, many = self._grouped, self._many
+        assert grouped is not None
+        assert many is not None
+        if len(batch) == 1:
+            return [await conn.fetchrow(self._single.sql, *self._single.args(batch[0][0]))]
+        # One array per parameter of the single statement; the many-row form's own literals.
+        args = [
+            many.defaults[name] if name in many.defaults else [p[name] for p, _, _ in batch]
+            for name in many.names
+        ]
+        rows = await conn.fetch(many.sql, *args)
+        match = grouped.match
+        by_match = {row[match]: row for row in rows}
+        return [by_match.get(params[match]) for params, _, _ in batch]
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -151,6 +217,9 @@ class _AutoConn:
 
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         return await self._db.fetchrow(stmt, params)
+
+    async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
+        return await self._db.fetch_grouped(grouped, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._db.execute_batched(stmt, params)
@@ -220,8 +289,16 @@ class AsyncpgDB:
         c = self.compiled(stmt)
         batcher = self._batchers.get(c.sql)
         if batcher is None:
-            batcher = self._batchers[c.sql] = _Batcher(self, c.sql)
+            batcher = self._batchers[c.sql] = _Batcher(self, c)
         await batcher.run(c.args(params))
+
+    async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
+        c = self.compiled(grouped.single)
+        batcher = self._batchers.get(c.sql)
+        if batcher is None:
+            batcher = self._batchers[c.sql] = _Batcher(self, c, grouped)
+        row: Row | None = await batcher.run(params, params[grouped.distinct])
+        return row
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -240,6 +317,9 @@ class _SaConn:
             return None
         row = result.mappings().first()
         return dict(row) if row is not None else None
+
+    async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
+        return await self.fetchrow(grouped.single, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._conn.execute(stmt, dict(params))

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn, FastDB, Row
+from outreach.core.fastdb import FastConn, FastDB, Grouped, Row
 from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
 from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
@@ -19,8 +19,7 @@ COLUMNS = tuple(c.name for c in _t.columns)
 PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "unsubscribe_token")
 
 
-def _subscribe(insert: Any) -> Any:
-    stmt = insert(_t).values({name: bindparam(name) for name in COLUMNS})
+def _upsert(stmt: Any) -> Any:
     new = stmt.excluded
     # New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new token (the old one dies).
     # ACTIVE: the WHERE leaves it untouched and nothing is returned.
@@ -42,7 +41,25 @@ def _subscribe(insert: Any) -> Any:
     ).returning(*PUBLIC_COLUMNS)
 
 
-SUBSCRIBE = {"postgresql": _subscribe(postgresql.insert), "sqlite": _subscribe(sqlite.insert)}
+def _one_row(insert: Any) -> Any:
+    return _upsert(insert(_t).values({name: bindparam(name) for name in COLUMNS}))
+
+
+def _many_rows() -> Any:
+    """The same upsert for many rows at once: one array per column, under the column's name."""
+    arrays = [bindparam(c.name, type_=postgresql.ARRAY(c.type)) for c in _t.columns]
+    rows = func.unnest(*arrays).table_valued(*COLUMNS).render_derived(name="u")
+    return _upsert(
+        postgresql.insert(_t).from_select(list(COLUMNS), select(*(rows.c[n] for n in COLUMNS)))
+    )
+
+
+SUBSCRIBE = {"postgresql": _one_row(postgresql.insert), "sqlite": _one_row(sqlite.insert)}
+# Group commit on PostgreSQL (core/fastdb.py): each request finds its row by its new selector.
+SUBSCRIBE_GROUPED = {
+    dialect: Grouped(stmt, _many_rows(), match="unsubscribe_selector", distinct="email")
+    for dialect, stmt in SUBSCRIBE.items()
+}
 FIND_BY_SELECTOR = select(_t.c.id, _t.c.unsubscribe_token, _t.c.status).where(
     _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
 )
@@ -64,7 +81,7 @@ UNSUBSCRIBE = (
 
 async def subscribe(conn: FastConn, dialect: str, row: dict[str, Any]) -> Row | None:
     """The subscriber when it became ACTIVE (new or back); None when it already was."""
-    return await conn.fetchrow(SUBSCRIBE[dialect], row)
+    return await conn.fetch_grouped(SUBSCRIBE_GROUPED[dialect], row)
 
 
 async def find_by_selector(db: FastDB, selector: str) -> Row | None:
