@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from outreach.inquiries.models import Inquiry
 from outreach.subscribers.models import Subscriber
@@ -61,6 +63,30 @@ async def test_subscriber_totals_follow_writes(pg_api: Api) -> None:
     assert await totals(pg_api, "subscribers", status="ACTIVE") == await counted(
         pg_api, Subscriber, status="ACTIVE"
     )
+
+
+async def test_totals_follow_bursts_and_many_row_statements(pg_api: Api) -> None:
+    """Concurrent submits are one multi-row INSERT (group commit); the counters are kept
+    once per statement (migration 0006), for any number of rows inserted or deleted."""
+    before = await totals(pg_api, "inquiries")
+    marker = unique_email("burst")
+    answers = await asyncio.gather(
+        *(
+            pg_api.client.post(
+                f"{BASE}/inquiries/submit",
+                json={"name": f"Burst {i}", "email": marker, "message": "m"},
+            )
+            for i in range(40)
+        )
+    )
+    assert [a.status_code for a in answers] == [201] * 40
+    assert await totals(pg_api, "inquiries") == before + 40
+    assert await totals(pg_api, "inquiries") == await counted(pg_api, Inquiry)
+    async with pg_api.app.state.sessionmaker() as session:
+        await session.execute(delete(Inquiry).where(Inquiry.email == marker))
+        await session.commit()
+    assert await totals(pg_api, "inquiries") == before
+    assert await totals(pg_api, "inquiries") == await counted(pg_api, Inquiry)
 
 
 @pytest.mark.last

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -26,6 +28,10 @@ class FastConn(Protocol):
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         """`grouped.single`'s row; outside a transaction, group-committed on PostgreSQL."""
+        ...
+
+    async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
+        """`grouped.single`; outside a transaction, group-committed on PostgreSQL."""
         ...
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
@@ -79,6 +85,9 @@ class _PgConn:
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         return await self.fetchrow(grouped.single, params)
 
+    async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
+        await self.execute(grouped.single, params)
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self._db.compiled(stmt)
         await self._conn.execute(c.sql, *c.args(params))
@@ -89,23 +98,39 @@ async def _no_reset(_conn: Any) -> None:
 
 
 class Grouped:
-    """A single-row statement with a many-row form, for group commit of statements that
-    return the row they wrote (the subscribe upsert).
+    """A single-row statement and its many-row form, for group commit.
 
     `many` binds, under each parameter name of `single`, the array of that parameter's
-    values (`INSERT ... SELECT FROM unnest(...)`) and returns a row per row it wrote;
+    values (`INSERT ... SELECT FROM unnest(...)`): one statement, so statement triggers run
+    once per burst. For a statement that returns the row it wrote (the subscribe upsert),
     `match` names a parameter unique to each request that the returned row carries as a
-    column of the same name, to hand every request its own row. Two requests with the same
+    column of the same name, to hand every request its own row; two requests with the same
     `distinct` parameter never share a batch (an upsert may not touch a row twice).
     """
 
     __slots__ = ("distinct", "many", "match", "single")
 
-    def __init__(self, single: Executable, many: Executable, *, match: str, distinct: str) -> None:
+    def __init__(
+        self,
+        single: Executable,
+        many: Executable,
+        *,
+        match: str | None = None,
+        distinct: str | None = None,
+    ) -> None:
         self.single = single
         self.many = many
         self.match = match
         self.distinct = distinct
+
+
+def unnest_insert(table: Table) -> postgresql.Insert:
+    """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
+    own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
+    names = [c.name for c in table.columns]
+    arrays = [bindparam(c.name, type_=postgresql.ARRAY(c.type)) for c in table.columns]
+    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+    return postgresql.insert(table).from_select(names, select(*(rows.c[n] for n in names)))
 
 
 class _Batcher:
@@ -136,7 +161,7 @@ class _Batcher:
         return await future
 
     def _take(self) -> list[tuple[Any, asyncio.Future[Any], Any]]:
-        if self._grouped is None:
+        if self._grouped is None or self._grouped.distinct is None:
             batch = self._pending[: self.MAX_BATCH]
             del self._pending[: self.MAX_BATCH]
             return batch
@@ -188,16 +213,22 @@ class _Batcher:
         grouped, many = self._grouped, self._many
         assert grouped is not None
         assert many is not None
+        match = grouped.match
         if len(batch) == 1:
-            return [await conn.fetchrow(self._single.sql, *self._single.args(batch[0][0]))]
+            args = self._single.args(batch[0][0])
+            if match is None:
+                await conn.execute(self._single.sql, *args)
+                return [None]
+            return [await conn.fetchrow(self._single.sql, *args)]
         # One array per parameter of the single statement; the many-row form's own literals.
         args = [
             many.defaults[name] if name in many.defaults else [p[name] for p, _, _ in batch]
             for name in many.names
         ]
-        rows = await conn.fetch(many.sql, *args)
-        match = grouped.match
-        by_match = {row[match]: row for row in rows}
+        if match is None:
+            await conn.execute(many.sql, *args)
+            return [None] * len(batch)
+        by_match = {row[match]: row for row in await conn.fetch(many.sql, *args)}
         return [by_match.get(params[match]) for params, _, _ in batch]
 
 
@@ -220,6 +251,9 @@ class _AutoConn:
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         return await self._db.fetch_grouped(grouped, params)
+
+    async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
+        await self._db.execute_grouped(grouped, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._db.execute_batched(stmt, params)
@@ -297,8 +331,12 @@ class AsyncpgDB:
         batcher = self._batchers.get(c.sql)
         if batcher is None:
             batcher = self._batchers[c.sql] = _Batcher(self, c, grouped)
-        row: Row | None = await batcher.run(params, params[grouped.distinct])
+        key = params[grouped.distinct] if grouped.distinct is not None else None
+        row: Row | None = await batcher.run(params, key)
         return row
+
+    async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
+        await self.fetch_grouped(grouped, params)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -320,6 +358,9 @@ class _SaConn:
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         return await self.fetchrow(grouped.single, params)
+
+    async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
+        await self.execute(grouped.single, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._conn.execute(stmt, dict(params))

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn
+from outreach.core.fastdb import FastConn, Grouped, unnest_insert
 from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
 from outreach.db import table_of
 from outreach.inquiries.models import Inquiry, InquiryStatus
@@ -16,10 +16,12 @@ from outreach.inquiries.models import Inquiry, InquiryStatus
 _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
 INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
+# Group commit on PostgreSQL (core/fastdb.py): a burst of submits is one INSERT.
+INSERT_GROUPED = Grouped(INSERT, unnest_insert(_t))
 
 
 async def insert_row(conn: FastConn, row: dict[str, Any]) -> None:
-    await conn.execute(INSERT, row)
+    await conn.execute_grouped(INSERT_GROUPED, row)
 
 
 async def get(

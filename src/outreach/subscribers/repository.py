@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn, FastDB, Grouped, Row
+from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
 from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
 from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
@@ -45,19 +45,12 @@ def _one_row(insert: Any) -> Any:
     return _upsert(insert(_t).values({name: bindparam(name) for name in COLUMNS}))
 
 
-def _many_rows() -> Any:
-    """The same upsert for many rows at once: one array per column, under the column's name."""
-    arrays = [bindparam(c.name, type_=postgresql.ARRAY(c.type)) for c in _t.columns]
-    rows = func.unnest(*arrays).table_valued(*COLUMNS).render_derived(name="u")
-    return _upsert(
-        postgresql.insert(_t).from_select(list(COLUMNS), select(*(rows.c[n] for n in COLUMNS)))
-    )
-
-
 SUBSCRIBE = {"postgresql": _one_row(postgresql.insert), "sqlite": _one_row(sqlite.insert)}
 # Group commit on PostgreSQL (core/fastdb.py): each request finds its row by its new selector.
 SUBSCRIBE_GROUPED = {
-    dialect: Grouped(stmt, _many_rows(), match="unsubscribe_selector", distinct="email")
+    dialect: Grouped(
+        stmt, _upsert(unnest_insert(_t)), match="unsubscribe_selector", distinct="email"
+    )
     for dialect, stmt in SUBSCRIBE.items()
 }
 FIND_BY_SELECTOR = select(_t.c.id, _t.c.unsubscribe_token, _t.c.status).where(
