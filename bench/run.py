@@ -40,6 +40,7 @@ BASE = "/v1/api/outreach"
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
+WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
 
 # A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
 # thread (math.random is not seeded per thread: both would send the same addresses in
@@ -271,7 +272,13 @@ def wrk(
     headers: dict[str, str] | None = None,
     seconds: int = DURATION,
     connections: int = CONNECTIONS,
+    warmup: int = WARMUP,
 ) -> dict[str, float]:
+    """wrk's figures for `url`, after `warmup` seconds of the same load that are not counted
+    (the route's first requests prepare statements and fill caches: steady state is what a
+    burst of traffic meets)."""
+    if warmup:
+        wrk(url, script=script, headers=headers, seconds=warmup, connections=connections, warmup=0)
     threads = min(2, connections)
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     args += ["--timeout", "5s"]
