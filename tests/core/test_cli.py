@@ -106,7 +106,8 @@ async def test_concurrent_first_migrations(fresh_pg: str) -> None:
     env = {"DATABASE_URL": fresh_pg}
     results = await asyncio.gather(*(asyncio.to_thread(run, ["migrate"], env) for _ in range(2)))
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
-    added = sorted(int(r.stdout.split("; ")[1].split()[0]) for r in results)
+    summaries = [line for r in results for line in r.stdout.splitlines() if "migrated; " in line]
+    added = sorted(int(line.split("migrated; ")[1].split()[0]) for line in summaries)
     assert added == [0, 20]
 
 
