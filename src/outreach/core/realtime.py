@@ -124,19 +124,30 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             "callback": None,
             "host_id": self.host_id,
         }
-        # gather schedules the publish first: it is on the wire before the local fan-out.
-        await asyncio.gather(self._publish(message), self._handle_emit(message))
+        published = self._enqueue(message)
+        # One turn of the loop lets the flusher put the PUBLISH on the wire before the local
+        # fan-out (no task per emit: this runs once per event on the hot path).
+        await asyncio.sleep(0)
+        try:
+            await self._handle_emit(message)
+        except BaseException:
+            published.cancel()
+            raise
+        await published
 
     async def _publish(self, data: Any) -> None:
+        await self._enqueue(data)
+
+    def _enqueue(self, data: Any) -> asyncio.Future[None]:
         """Group publish: messages emitted while one PUBLISH is in flight go out together in
         the next, as one `batch` message (one Redis round trip and one encode for many
         events under load; a lone event is published as itself). Each caller still waits for
-        its own message and sees its failure."""
+        its own message (the future) and sees its failure."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outbox.append((data, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        await future
+        return future
 
     async def _flush(self) -> None:
         try:
@@ -334,9 +345,8 @@ class Realtime:
         if not targets:
             return True
         try:
-            await asyncio.wait_for(
-                self.sio.emit(event, dict(payload), to=targets), timeout=EMIT_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(EMIT_TIMEOUT_SECONDS):
+                await self.sio.emit(event, dict(payload), to=targets)
         except Exception as exc:  # noqa: BLE001 - best effort by contract
             self.metrics.realtime_emit_failures.inc()
             # `_event` is rendered as the field `event` (the message key is `msg`: logging.py).

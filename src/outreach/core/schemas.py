@@ -8,7 +8,7 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from outreach.core.errors import ValidationFailed
 
 MAX_ID = 2**63 - 1
+SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 def format_time(value: datetime) -> str:
@@ -71,14 +72,34 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# A plain ASCII address that email-validator accepts (a strict subset of what it accepts:
+# tests/core/test_email.py draws addresses from this pattern and has the library check each).
+# Most addresses take this path, which skips the library's ~0.1 ms of parsing on the public
+# POSTs; any other address, valid or not, is the library's to judge.
+_PLAIN_EMAIL = re.compile(
+    r"[A-Za-z0-9_+]+(?:[.-][A-Za-z0-9_+]+)*"  # local part: no leading, trailing or double dot
+    r"@(?:[A-Za-z0-9](?:-?[A-Za-z0-9]){0,40}\.){1,8}"  # labels; "--" never (IDNA's "xn--")
+    r"[A-Za-z]{2,24}"  # an alphabetic top-level domain
+)
+
+
+def _plain_email(value: str) -> bool:
+    if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value):
+        return False
+    local, _, domain = value.partition("@")
+    # Special-use names (RFC 6761: "test", "localhost", ...) are the library's to refuse.
+    return len(local) <= 64 and domain.rsplit(".", 1)[1].lower() not in SPECIAL_USE
+
+
 def _email(value: str) -> str:
     value = _no_nul(value)
     if len(value) > 254:
         raise ValueError("must be at most 254 characters")
-    try:
-        validate_email(value, check_deliverability=False, allow_smtputf8=True)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
+    if not _plain_email(value):
+        try:
+            validate_email(value, check_deliverability=False, allow_smtputf8=True)
+        except EmailNotValidError as exc:
+            raise ValueError(f"not a valid email address: {exc}") from None
     return value.lower()
 
 

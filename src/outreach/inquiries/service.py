@@ -47,7 +47,9 @@ def sent_payload(row: dict[str, Any]) -> dict[str, Any]:
         "clientIp": row["client_ip"],
         "userAgent": row["user_agent"],
         "createdAt": created,
-        "updatedAt": format_time(row["updated_at"]),
+        "updatedAt": created
+        if row["updated_at"] == row["created_at"]
+        else format_time(row["updated_at"]),
         "deletedAt": None,
     }
 
@@ -90,7 +92,8 @@ class InquiryService:
             answer = {"id": str(row["id"]), "status": "SENT", "createdAt": format_time(now)}
             return 201, orjson.dumps(answer)
 
-        payload = body.model_dump(mode="json")
+        # Hashed only with an Idempotency-Key (core/idempotency.py).
+        payload = body.model_dump(mode="json") if idempotency_key is not None else None
         outcome = await run_once(rt.fastdb, "inquiries.submit", idempotency_key, payload, work)
         row = captured.get("row")
         if row is not None and not honeypot:

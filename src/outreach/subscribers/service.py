@@ -101,7 +101,8 @@ class SubscriberService:
             # The same answer whatever happened: nobody learns who is subscribed.
             return 202, ACCEPTED
 
-        payload = body.model_dump(mode="json")
+        # Hashed only with an Idempotency-Key (core/idempotency.py).
+        payload = body.model_dump(mode="json") if idempotency_key is not None else None
         outcome = await run_once(rt.fastdb, "subscribers.subscribe", idempotency_key, payload, work)
         if "row" in changed:
             self._publish(rt, "subscriber.subscribed", changed["row"])
