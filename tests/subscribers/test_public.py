@@ -573,6 +573,9 @@ async def test_subscribe_and_unsubscribe_emit_events_without_the_token(
     assert payload["deletedAt"] is None
     assert TIME.fullmatch(payload["subscribedAt"])
     assert row.unsubscribe_token not in repr(payload)
+    # The event carries what the staff portal reads from the API.
+    shown = await api.client.get(f"{SUBSCRIBERS}/{row.id}", headers=api.owner)
+    assert payload == shown.json()
 
     assert (
         await api.client.post(UNSUBSCRIBE, json={"token": row.unsubscribe_token})
@@ -587,6 +590,8 @@ async def test_subscribe_and_unsubscribe_emit_events_without_the_token(
     assert payload["status"] == "UNSUBSCRIBED"
     assert TIME.fullmatch(payload["unsubscribedAt"])
     assert row.unsubscribe_token not in repr(payload)
+    shown = await api.client.get(f"{SUBSCRIBERS}/{row.id}", headers=api.owner)
+    assert payload == shown.json()
 
 
 async def test_vietnamese_text_is_stored_as_given(pg_api: Api) -> None:
