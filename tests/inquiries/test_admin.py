@@ -335,3 +335,34 @@ async def test_the_hot_path_payload_is_the_inquiry_schema(api: Api, events: Reco
         row = await session.get(Inquiry, int(inquiry_id))
         assert row is not None
         assert payload == InquiryOut.model_validate(row).model_dump(mode="json", by_alias=True)
+
+
+async def test_list_items_are_the_inquiry_schema(api: Api) -> None:
+    """A list page (built without pydantic) shows each row as GET /inquiries/{id} does:
+    changed, noted, deleted and untouched rows alike."""
+    email = unique_email("page")
+    plain = await submit(api, "plain", email=email)
+    full = await submit(api, "full", email=email, phone="+84 2", subject="S", source="https://y")
+    changed = await submit(api, "changed", email=email)
+    gone = await submit(api, "gone", email=email)
+    patched = await api.client.patch(
+        f"{INQUIRIES}/{changed}",
+        json={"status": "IN_PROGRESS", "note": "gọi lại"},
+        headers=api.owner,
+    )
+    assert patched.status_code == 200
+    assert (await api.client.delete(f"{INQUIRIES}/{gone}", headers=api.owner)).status_code == 204
+    page = await api.client.get(
+        INQUIRIES, params={"email": email, "includeDeleted": "true"}, headers=api.owner
+    )
+    assert page.status_code == 200
+    items = page.json()["data"]
+    assert [item["id"] for item in items] == [gone, changed, full, plain]
+    for item in items:
+        one = await api.client.get(
+            f"{INQUIRIES}/{item['id']}", params={"includeDeleted": "true"}, headers=api.owner
+        )
+        assert item == one.json()
+        assert item == InquiryOut.model_validate(one.json()).model_dump(mode="json", by_alias=True)
+    assert items[0]["deletedAt"] is not None
+    assert items[1]["updatedAt"] != items[1]["createdAt"]

@@ -203,6 +203,27 @@ async def test_get_unknown_or_non_numeric_id_is_404(pg_api: Api, raw_id: str) ->
 # ---- list ---------------------------------------------------------------------------------
 
 
+async def test_list_items_are_what_get_shows(api: Api) -> None:
+    """A list page (built without pydantic) shows each row as GET /subscribers/{id} does."""
+    marker = uuid.uuid4().hex[:10]
+    kept = await create(api, unique_email(f"li{marker}"), name="Lan", source="footer")
+    left = await create(api, unique_email(f"li{marker}"))
+    gone = await create(api, unique_email(f"li{marker}"), name="Gone")
+    assert (await patch(api, left["id"], {"status": "UNSUBSCRIBED"})).status_code == 200
+    deleted = await api.client.delete(f"{SUBSCRIBERS}/{gone['id']}", headers=api.owner)
+    assert deleted.status_code == 204
+    page = await listing(api, q=f"li{marker}", includeDeleted="true")
+    assert [item["id"] for item in page["data"]] == [gone["id"], left["id"], kept["id"]]
+    for item in page["data"]:
+        one = await api.client.get(
+            f"{SUBSCRIBERS}/{item['id']}", params={"includeDeleted": "true"}, headers=api.owner
+        )
+        assert item == one.json()
+    assert page["data"][0]["deletedAt"] is not None
+    assert page["data"][1]["unsubscribedAt"] is not None
+    assert page["meta"] == {"limit": 20, "nextCursor": None, "total": 3}
+
+
 async def test_list_pages_through_every_row_once(api: Api) -> None:
     marker = uuid.uuid4().hex
     created = [(await create(api, unique_email(marker)))["id"] for _ in range(5)]

@@ -272,7 +272,7 @@ def is_database_outage(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, SAInterfaceError | ASYNCPG_OUTAGES)
+    return isinstance(exc, (SAInterfaceError, *ASYNCPG_OUTAGES))
 
 
 # asyncpg's own connection-level failures (the public routes use it without SQLAlchemy).

@@ -46,6 +46,8 @@ class FastDB(Protocol):
 
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
 
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]: ...
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
 
     async def close(self) -> None: ...
@@ -303,6 +305,12 @@ class AsyncpgDB:
             row: Row | None = await conn.fetchrow(c.sql, *c.args(params))
             return row
 
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
+        c = self.compiled(stmt)
+        async with self._pool.acquire(timeout=5) as conn:
+            rows: list[Row] = await conn.fetch(c.sql, *c.args(params))
+            return rows
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self.compiled(stmt)
         async with self._pool.acquire(timeout=5) as conn:
@@ -379,6 +387,11 @@ class EngineDB:
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         async with self.transaction() as conn:
             return await conn.fetchrow(stmt, params)
+
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(stmt, dict(params))
+            return [dict(row) for row in result.mappings()]
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         async with self.transaction() as conn:

@@ -5,20 +5,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, Query
-from sqlalchemy import ColumnElement, column, func, select, table
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    column,
+    func,
+    select,
+    table,
+)
+from sqlalchemy.dialects import postgresql
 
 from outreach.auth.permissions import Authorizer, get_authorizer
 from outreach.auth.principal import AuthPrincipal, current_principal
 from outreach.core.errors import Forbidden
+from outreach.core.fastdb import FastDB, Row
 from outreach.core.schemas import DateOrTime, decode_cursor, encode_cursor, time_bound
 from outreach.core.text import like_pattern
-
-M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,51 +57,140 @@ def common_filters(model: Any, query: ListQuery) -> list[ColumnElement[bool]]:
     return where
 
 
-# Kept by triggers on PostgreSQL (migration 0002); not a model: SQLite has no such table.
+# Kept by triggers on PostgreSQL (migrations 0002, 0006); not a model: SQLite has no such table.
 _row_counts = table("row_counts", column("tbl"), column("status"), column("deleted"), column("n"))
 
 
-async def counted_total(
-    session: AsyncSession, table_name: str, statuses: Sequence[str] | None, query: ListQuery
-) -> int | None:
-    """The total from the trigger-kept counters when only status/deletion filter the list
-    (PostgreSQL); None when the rows must be counted."""
-    if query.q or query.created_from or query.created_to:
-        return None
-    if session.sync_session.get_bind().dialect.name != "postgresql":
-        return None
-    stmt = select(func.coalesce(func.sum(_row_counts.c.n), 0)).where(
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Which filters a list request uses: one statement per shape, compiled once."""
+
+    dialect: str
+    order: str
+    include_deleted: bool
+    q: bool
+    created_from: bool
+    created_to: bool
+    statuses: bool
+    email: bool
+    cursor: bool
+
+
+def _in(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":  # one parameter, an array, for any number of values
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _where(t: Table, shape: Shape) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if not shape.include_deleted:
+        where.append(t.c.deleted_at.is_(None))
+    if shape.q:
+        where.append(t.c.search_text.like(bindparam("q"), escape="\\"))
+    if shape.created_from:
+        where.append(t.c.created_at >= bindparam("created_from"))
+    if shape.created_to:
+        where.append(t.c.created_at <= bindparam("created_to"))
+    if shape.statuses:
+        where.append(_in(t.c.status, "statuses", shape.dialect))
+    if shape.email:
+        where.append(t.c.email == bindparam("email"))
+    return where
+
+
+@lru_cache(maxsize=512)
+def _page_statement(t: Table, columns: tuple[str, ...], shape: Shape) -> Select[Any]:
+    where = _where(t, shape)
+    if shape.cursor:
+        where.append(
+            t.c.id > bindparam("after") if shape.order == "asc" else t.c.id < bindparam("after")
+        )
+    return (
+        select(*(t.c[name] for name in columns))
+        .where(*where)
+        .order_by(t.c.id.asc() if shape.order == "asc" else t.c.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+@lru_cache(maxsize=512)
+def _count_statement(t: Table, shape: Shape) -> Select[Any]:
+    return select(func.count().label("n")).select_from(t).where(*_where(t, shape))
+
+
+@lru_cache(maxsize=64)
+def _counters_statement(table_name: str, include_deleted: bool, statuses: bool) -> Select[Any]:
+    stmt = select(func.coalesce(func.sum(_row_counts.c.n), 0).label("n")).where(
         _row_counts.c.tbl == table_name
     )
-    if not query.include_deleted:
+    if not include_deleted:
         stmt = stmt.where(_row_counts.c.deleted.is_(False))
     if statuses:
-        stmt = stmt.where(_row_counts.c.status.in_(list(statuses)))
-    return int(await session.scalar(stmt) or 0)
+        stmt = stmt.where(_in(_row_counts.c.status, "statuses", "postgresql"))
+    return stmt
 
 
-async def keyset_page(
-    session: AsyncSession,
-    model: type[M],
-    where: Sequence[ColumnElement[bool]],
+async def fetch_page(
+    db: FastDB,
+    t: Table,
+    columns: tuple[str, ...],
     query: ListQuery,
     *,
-    total: int | None = None,
-) -> tuple[list[M], str | None, int]:
-    id_col: InstrumentedAttribute[int] = model.id  # type: ignore[attr-defined]
-    stmt = select(model).where(*where)
+    statuses: Sequence[str] | None = None,
+    email: str | None = None,
+) -> tuple[list[Row], str | None, int]:
+    """One page of rows (`columns` of `t`), newest first unless order=asc, with the cursor of
+    the next page and the total. Plain statements on the public hot path's connections
+    (core/fastdb.py), compiled once per shape of request: no ORM objects for a read-only
+    page (the ORM's unit of work is for the writes)."""
+    shape = Shape(
+        dialect=db.dialect,
+        order=query.order,
+        include_deleted=query.include_deleted,
+        q=bool(query.q),
+        created_from=query.created_from is not None,
+        created_to=query.created_to is not None,
+        statuses=bool(statuses),
+        email=email is not None,
+        cursor=query.cursor is not None,
+    )
+    params: dict[str, Any] = {"limit": query.limit + 1}
+    if query.q:
+        params["q"] = like_pattern(query.q)
+    if query.created_from is not None:
+        params["created_from"] = query.created_from
+    if query.created_to is not None:
+        params["created_to"] = query.created_to
+    if statuses:
+        params["statuses"] = list(statuses)
+    if email is not None:
+        params["email"] = email
     if query.cursor is not None:
-        last = decode_cursor(query.cursor, query.order)
-        stmt = stmt.where(id_col > last if query.order == "asc" else id_col < last)
-    stmt = stmt.order_by(id_col.asc() if query.order == "asc" else id_col.desc())
-    rows = list((await session.scalars(stmt.limit(query.limit + 1))).all())
-    if total is None:
-        total = await session.scalar(select(func.count()).select_from(model).where(*where))
+        params["after"] = decode_cursor(query.cursor, query.order)
+    rows = await db.fetch(_page_statement(t, columns, shape), params)
+    # Triggers keep per-status counters on PostgreSQL: a total without counting a million
+    # rows, whenever only status and deletion filter the list.
+    if db.dialect == "postgresql" and not (
+        shape.q or shape.created_from or shape.created_to or shape.email
+    ):
+        counters = _counters_statement(t.name, query.include_deleted, shape.statuses)
+        found = await db.fetchrow(counters, params)
+    else:
+        found = await db.fetchrow(_count_statement(t, shape), params)
+    total = int(found["n"]) if found is not None else 0
     next_cursor = None
     if len(rows) > query.limit:
         rows = rows[: query.limit]
-        next_cursor = encode_cursor(rows[-1].id, query.order)  # type: ignore[attr-defined]
-    return rows, next_cursor, int(total or 0)
+        next_cursor = encode_cursor(int(rows[-1]["id"]), query.order)
+    return rows, next_cursor, total
+
+
+def page_body(data: list[dict[str, Any]], limit: int, next_cursor: str | None, total: int) -> bytes:
+    """The JSON of a Page (core/schemas.py: `data` and `meta`)."""
+    return orjson.dumps(
+        {"data": data, "meta": {"limit": limit, "nextCursor": next_cursor, "total": total}}
+    )
 
 
 def list_query_dependency(resource: str) -> Any:

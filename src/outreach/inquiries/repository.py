@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn, Grouped, unnest_insert
-from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
+from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
+from outreach.core.listing import ListQuery, fetch_page
 from outreach.db import table_of
 from outreach.inquiries.models import Inquiry, InquiryStatus
 
@@ -43,19 +43,17 @@ async def get_many_live(session: AsyncSession, ids: Sequence[int]) -> list[Inqui
 
 
 async def page(
-    session: AsyncSession,
+    db: FastDB,
     query: ListQuery,
     *,
     statuses: Sequence[InquiryStatus] | None,
     email: str | None,
-) -> tuple[list[Inquiry], str | None, int]:
-    where: list[ColumnElement[bool]] = common_filters(Inquiry, query)
-    names = [s.value for s in statuses] if statuses else None
-    if names:
-        where.append(Inquiry.status.in_(names))
-    total = None
-    if email:
-        where.append(Inquiry.email == email.strip().lower())
-    else:
-        total = await counted_total(session, "inquiries", names, query)
-    return await keyset_page(session, Inquiry, where, query, total=total)
+) -> tuple[list[Row], str | None, int]:
+    return await fetch_page(
+        db,
+        _t,
+        COLUMNS,
+        query,
+        statuses=[s.value for s in statuses] if statuses else None,
+        email=email.strip().lower() if email else None,
+    )

@@ -15,7 +15,6 @@ from outreach.core.listing import ListQuery, include_deleted_dependency, list_qu
 from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
 from outreach.core.routing import ContentTypeRoute
 from outreach.core.runtime import RuntimeDep
-from outreach.core.schemas import json_response
 from outreach.db import SessionDep
 from outreach.inquiries.models import InquiryStatus
 from outreach.inquiries.schemas import (
@@ -65,14 +64,15 @@ async def submit_inquiry(request: Request) -> Response:
 
 @router.get("/inquiries", response_model=InquiryPage, tags=["inquiries"], responses=ADMIN)
 async def list_inquiries(
-    session: SessionDep,
+    rt: RuntimeDep,
     _: Reader,
     listing: Listing,
     status: Annotated[list[InquiryStatus] | None, Query(description="Repeatable")] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
 ) -> Response:
     """List inquiries, newest first, with filters and keyset pagination."""
-    return json_response(await inquiry_service.page(session, listing, statuses=status, email=email))
+    body = await inquiry_service.page(rt.fastdb, listing, statuses=status, email=email)
+    return Response(body, media_type="application/json")
 
 
 @router.post(

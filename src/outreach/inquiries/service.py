@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -9,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import InvalidTransition, NotFound
-from outreach.core.fastdb import FastConn
+from outreach.core.fastdb import FastConn, FastDB
 from outreach.core.idempotency import Outcome, run_once
-from outreach.core.listing import ListQuery
+from outreach.core.listing import ListQuery, page_body
 from outreach.core.runtime import Runtime
-from outreach.core.schemas import PageMeta, format_time, parse_id
+from outreach.core.schemas import format_time, parse_id
 from outreach.core.text import search_key
 from outreach.db import after_commit, utcnow
 from outreach.inquiries import repository
@@ -22,18 +23,18 @@ from outreach.inquiries.schemas import (
     BulkStatus,
     BulkStatusOut,
     InquiryEvent,
-    InquiryOut,
-    InquiryPage,
     InquirySubmit,
     InquiryUpdate,
     Skipped,
 )
 
 
-def sent_payload(row: dict[str, Any]) -> dict[str, Any]:
-    """The InquiryOut of a row just inserted, without pydantic (once per submit: hot path).
-    tests/inquiries/test_admin.py checks that both give the same dict."""
+def to_out(row: Mapping[str, Any]) -> dict[str, Any]:
+    """InquiryOut's JSON of a row, without pydantic: once per submit (the inquiry.sent event)
+    and per row of a list page. The tests compare both with GET /inquiries/{id}."""
     created = format_time(row["created_at"])
+    updated = row["updated_at"]
+    deleted = row["deleted_at"]
     return {
         "id": str(row["id"]),
         "name": row["name"],
@@ -47,10 +48,8 @@ def sent_payload(row: dict[str, Any]) -> dict[str, Any]:
         "clientIp": row["client_ip"],
         "userAgent": row["user_agent"],
         "createdAt": created,
-        "updatedAt": created
-        if row["updated_at"] == row["created_at"]
-        else format_time(row["updated_at"]),
-        "deletedAt": None,
+        "updatedAt": created if updated == row["created_at"] else format_time(updated),
+        "deletedAt": format_time(deleted) if deleted is not None else None,
     }
 
 
@@ -98,7 +97,7 @@ class InquiryService:
         row = captured.get("row")
         if row is not None and not honeypot:
             rt.metrics.inquiries_submitted.inc()
-            rt.events.publish("inquiry.sent", sent_payload(row), inquiryId=str(row["id"]))
+            rt.events.publish("inquiry.sent", to_out(row), inquiryId=str(row["id"]))
         return outcome
 
     async def get(
@@ -114,19 +113,15 @@ class InquiryService:
 
     async def page(
         self,
-        session: AsyncSession,
+        db: FastDB,
         query: ListQuery,
         *,
         statuses: list[InquiryStatus] | None,
         email: str | None,
-    ) -> InquiryPage:
-        rows, next_cursor, total = await repository.page(
-            session, query, statuses=statuses, email=email
-        )
-        return InquiryPage(
-            data=[InquiryOut.model_validate(r) for r in rows],
-            meta=PageMeta(limit=query.limit, next_cursor=next_cursor, total=total),
-        )
+    ) -> bytes:
+        """The JSON of an InquiryPage."""
+        rows, next_cursor, total = await repository.page(db, query, statuses=statuses, email=email)
+        return page_body([to_out(r) for r in rows], query.limit, next_cursor, total)
 
     async def _locked(self, session: AsyncSession, raw_id: str, *, deleted: bool) -> Inquiry:
         inquiry_id = parse_id(raw_id)

@@ -10,13 +10,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.core.listing import ListQuery, common_filters, counted_total, keyset_page
+from outreach.core.listing import ListQuery, common_filters, fetch_page
 from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
 
 _t = table_of(Subscriber)
 COLUMNS = tuple(c.name for c in _t.columns)
 PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "unsubscribe_token")
+PUBLIC_NAMES = tuple(c.name for c in PUBLIC_COLUMNS)
 
 
 def _upsert(stmt: Any) -> Any:
@@ -115,11 +116,10 @@ def filters(
 
 
 async def page(
-    session: AsyncSession, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
-) -> tuple[list[Subscriber], str | None, int]:
+    db: FastDB, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
+) -> tuple[list[Row], str | None, int]:
     names = [s.value for s in statuses] if statuses else None
-    total = await counted_total(session, "subscribers", names, query)
-    return await keyset_page(session, Subscriber, filters(query, statuses), query, total=total)
+    return await fetch_page(db, _t, PUBLIC_NAMES, query, statuses=names)
 
 
 def export_query(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> Select[Any]:

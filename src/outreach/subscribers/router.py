@@ -25,7 +25,6 @@ from outreach.core.listing import ListQuery, include_deleted_dependency, list_qu
 from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
 from outreach.core.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
 from outreach.core.runtime import RuntimeDep
-from outreach.core.schemas import json_response
 from outreach.db import SessionDep
 from outreach.subscribers.models import SubscriberStatus
 from outreach.subscribers.schemas import (
@@ -151,10 +150,11 @@ ADMIN = problem_responses(401, 403, 422, 503)
 
 @router.get("/subscribers", response_model=SubscriberPage, tags=["subscribers"], responses=ADMIN)
 async def list_subscribers(
-    session: SessionDep, _: Reader, listing: Listing, status: StatusFilter = None
+    rt: RuntimeDep, _: Reader, listing: Listing, status: StatusFilter = None
 ) -> Response:
     """List subscribers, newest first, with filters and keyset pagination."""
-    return json_response(await subscriber_service.page(session, listing, status))
+    body = await subscriber_service.page(rt.fastdb, listing, status)
+    return Response(body, media_type="application/json")
 
 
 @router.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import EmailTaken, NotFound
-from outreach.core.fastdb import FastConn
+from outreach.core.fastdb import FastConn, FastDB
 from outreach.core.idempotency import Outcome, run_once
-from outreach.core.listing import ListQuery
+from outreach.core.listing import ListQuery, page_body
 from outreach.core.runtime import Runtime
-from outreach.core.schemas import PageMeta, format_time, parse_id
+from outreach.core.schemas import format_time, parse_id
 from outreach.core.text import search_key
 from outreach.db import after_commit, utcnow
 from outreach.subscribers import repository
@@ -27,8 +27,6 @@ from outreach.subscribers.models import Subscriber, SubscriberStatus
 from outreach.subscribers.schemas import (
     SubscribeIn,
     SubscriberCreate,
-    SubscriberOut,
-    SubscriberPage,
     SubscriberUpdate,
 )
 from outreach.subscribers.tokens import new_token, same_token, selector_of
@@ -51,10 +49,10 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def to_out(row: Any) -> dict[str, Any]:
-    """SubscriberOut's JSON of a row (a mapping on the public paths, the ORM object on the
-    admin ones), without pydantic: once per subscribe, on the hot path. The event tests
-    compare it with what GET /subscribers/{id} answers."""
-    get = row.__getitem__ if isinstance(row, Mapping) else partial(getattr, row)
+    """SubscriberOut's JSON of a row (a record or mapping, or the ORM object), without
+    pydantic: once per subscribe (the event) and per row of a list page. The tests compare
+    it with what GET /subscribers/{id} answers."""
+    get = partial(getattr, row) if isinstance(row, Subscriber) else row.__getitem__
     unsubscribed, deleted = get("unsubscribed_at"), get("deleted_at")
     return {
         "id": str(get("id")),
@@ -153,13 +151,11 @@ class SubscriberService:
         return found
 
     async def page(
-        self, session: AsyncSession, query: ListQuery, statuses: list[SubscriberStatus] | None
-    ) -> SubscriberPage:
-        rows, next_cursor, total = await repository.page(session, query, statuses)
-        return SubscriberPage(
-            data=[SubscriberOut.model_validate(r) for r in rows],
-            meta=PageMeta(limit=query.limit, next_cursor=next_cursor, total=total),
-        )
+        self, db: FastDB, query: ListQuery, statuses: list[SubscriberStatus] | None
+    ) -> bytes:
+        """The JSON of a SubscriberPage."""
+        rows, next_cursor, total = await repository.page(db, query, statuses)
+        return page_body([to_out(r) for r in rows], query.limit, next_cursor, total)
 
     async def create(
         self, session: AsyncSession, rt: Runtime, body: SubscriberCreate
