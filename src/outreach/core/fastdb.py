@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 Row = Mapping[str, Any]
+ACQUIRE_TIMEOUT = 5.0
 
 
 class FastConn(Protocol):
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
+
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]: ...
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         """`grouped.single`'s row; outside a transaction, group-committed on PostgreSQL."""
@@ -43,6 +46,8 @@ class FastDB(Protocol):
     def transaction(self) -> Any: ...
 
     def connection(self) -> Any: ...
+
+    def reading(self) -> Any: ...
 
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
 
@@ -83,6 +88,11 @@ class _PgConn:
         c = self._db.compiled(stmt)
         row: Row | None = await self._conn.fetchrow(c.sql, *c.args(params))
         return row
+
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
+        c = self._db.compiled(stmt)
+        rows: list[Row] = await self._conn.fetch(c.sql, *c.args(params))
+        return rows
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         return await self.fetchrow(grouped.single, params)
@@ -185,9 +195,8 @@ class _Batcher:
             self._task = None
 
     async def _write(self, batch: list[tuple[Any, asyncio.Future[Any], Any]]) -> None:
-        pool = self._db.pool
         try:
-            async with pool.acquire(timeout=5) as conn:
+            async with self._db.acquire() as conn:
                 if self._grouped is not None:
                     results = await self._write_grouped(conn, batch)
                 elif len(batch) == 1:
@@ -251,6 +260,9 @@ class _AutoConn:
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         return await self._db.fetchrow(stmt, params)
 
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
+        return await self._db.fetch(stmt, params)
+
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         return await self._db.fetch_grouped(grouped, params)
 
@@ -299,26 +311,43 @@ class AsyncpgDB:
             self._cache[id(stmt)] = entry
         return entry[1]
 
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        """A pooled connection, waited for at most ACQUIRE_TIMEOUT seconds (asyncio.timeout:
+        no task per checkout, unlike the pool's own `timeout=`)."""
+        async with asyncio.timeout(ACQUIRE_TIMEOUT):
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[FastConn]:
+        """One connection for a few autocommit reads (a list page and its total)."""
+        async with self.acquire() as conn:
+            yield _PgConn(self, conn)
+
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         c = self.compiled(stmt)
-        async with self._pool.acquire(timeout=5) as conn:
+        async with self.acquire() as conn:
             row: Row | None = await conn.fetchrow(c.sql, *c.args(params))
             return row
 
     async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
         c = self.compiled(stmt)
-        async with self._pool.acquire(timeout=5) as conn:
+        async with self.acquire() as conn:
             rows: list[Row] = await conn.fetch(c.sql, *c.args(params))
             return rows
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self.compiled(stmt)
-        async with self._pool.acquire(timeout=5) as conn:
+        async with self.acquire() as conn:
             await conn.execute(c.sql, *c.args(params))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FastConn]:
-        async with self._pool.acquire(timeout=5) as conn, conn.transaction():
+        async with self.acquire() as conn, conn.transaction():
             yield _PgConn(self, conn)
 
     @asynccontextmanager
@@ -370,6 +399,10 @@ class _SaConn:
     async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
         await self.execute(grouped.single, params)
 
+    async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
+        result = await self._conn.execute(stmt, dict(params))
+        return [dict(row) for row in result.mappings()]
+
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self._conn.execute(stmt, dict(params))
 
@@ -402,7 +435,7 @@ class EngineDB:
         async with self._engine.begin() as conn:
             yield _SaConn(conn)
 
-    connection = transaction
+    connection = reading = transaction
 
     async def close(self) -> None:
         return None

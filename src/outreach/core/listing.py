@@ -168,16 +168,17 @@ async def fetch_page(
         params["email"] = email
     if query.cursor is not None:
         params["after"] = decode_cursor(query.cursor, query.order)
-    rows = await db.fetch(_page_statement(t, columns, shape), params)
     # Triggers keep per-status counters on PostgreSQL: a total without counting a million
     # rows, whenever only status and deletion filter the list.
     if db.dialect == "postgresql" and not (
         shape.q or shape.created_from or shape.created_to or shape.email
     ):
-        counters = _counters_statement(t.name, query.include_deleted, shape.statuses)
-        found = await db.fetchrow(counters, params)
+        count = _counters_statement(t.name, query.include_deleted, shape.statuses)
     else:
-        found = await db.fetchrow(_count_statement(t, shape), params)
+        count = _count_statement(t, shape)
+    async with db.reading() as conn:
+        rows = await conn.fetch(_page_statement(t, columns, shape), params)
+        found = await conn.fetchrow(count, params)
     total = int(found["n"]) if found is not None else 0
     next_cursor = None
     if len(rows) > query.limit:
