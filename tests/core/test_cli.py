@@ -111,6 +111,14 @@ async def test_concurrent_first_migrations(fresh_pg: str) -> None:
     assert added == [0, 20]
 
 
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from outreach.core.migrate import alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def test_openapi_command_prints_the_document(tmp_path: Path) -> None:
     result = run(["openapi"], {"VAR_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
