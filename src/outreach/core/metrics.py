@@ -60,8 +60,11 @@ class Metrics:
         self.db_pool_size = Gauge(
             "outreach_db_pool_size", "Database connections open in the pool", registry=registry
         )
-        for event in ("subscribed", "unsubscribed"):
-            self.subscriber_events.labels(event=event)
+        # Each label's child once: `labels()` per event costs a lock and a lookup.
+        self.subscriber_event = {
+            event: self.subscriber_events.labels(event=event)
+            for event in ("subscribed", "unsubscribed")
+        }
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -54,16 +54,18 @@ def to_out(row: Any) -> dict[str, Any]:
     it with what GET /subscribers/{id} answers."""
     get = partial(getattr, row) if isinstance(row, Subscriber) else row.__getitem__
     unsubscribed, deleted = get("unsubscribed_at"), get("deleted_at")
+    created, updated, subscribed = get("created_at"), get("updated_at"), get("subscribed_at")
+    created_text = format_time(created)  # a new subscriber's three times are one: format once
     return {
         "id": str(get("id")),
         "email": get("email"),
         "name": get("name"),
         "source": get("source"),
         "status": str(get("status")),
-        "subscribedAt": format_time(get("subscribed_at")),
+        "subscribedAt": created_text if subscribed == created else format_time(subscribed),
         "unsubscribedAt": format_time(unsubscribed) if unsubscribed is not None else None,
-        "createdAt": format_time(get("created_at")),
-        "updatedAt": format_time(get("updated_at")),
+        "createdAt": created_text,
+        "updatedAt": created_text if updated == created else format_time(updated),
         "deletedAt": format_time(deleted) if deleted is not None else None,
     }
 
@@ -77,7 +79,7 @@ def csv_cell(value: Any) -> str:
 
 class SubscriberService:
     def _publish(self, rt: Runtime, event: str, row: Any) -> None:
-        rt.metrics.subscriber_events.labels(event=event.split(".")[1]).inc()
+        rt.metrics.subscriber_event[event.partition(".")[2]].inc()
         payload = to_out(row)
         rt.events.publish(event, payload, subscriberId=payload["id"])
 
