@@ -190,6 +190,25 @@ async def test_cors_preflight_for_the_website(
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_zoned_ipv6_peer_is_stored_without_its_zone() -> None:
+    """A link-local peer ("fe80::1%<interface>") could overflow the 45-character column."""
+    from starlette.requests import Request
+
+    from outreach.core.client import client_ip
+
+    class State:
+        settings = type("S", (), {"trusted_proxies": []})()
+
+    app = type("App", (), {"state": State()})()
+    scope = {
+        "type": "http",
+        "headers": [],
+        "client": ("fe80::1%" + "wlx" + "0" * 60, 5000),
+        "app": app,
+    }
+    assert client_ip(Request(scope)) == "fe80::1"
+
+
 async def test_client_ip_from_trusted_proxy_only(
     pg_database: str, var_dir: Path, dev_key: ECKey
 ) -> None:

@@ -36,7 +36,9 @@ def client_ip(request: Request) -> str:
     The chain is read from the right, skipping our own proxies, so a client cannot choose
     its address by sending an X-Forwarded-For of its own.
     """
-    peer = request.client.host if request.client else ""
+    # An IPv6 zone ("fe80::1%eth0") names the interface, not the client; without it an
+    # address fits the column (45 characters).
+    peer = (request.client.host if request.client else "").partition("%")[0][:45]
     trusted: tuple[str, ...] = tuple(request.app.state.settings.trusted_proxies)
     if not trusted:
         return peer

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -140,7 +140,15 @@ def unnest_insert(table: Table) -> postgresql.Insert:
     """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
     own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
     names = [c.name for c in table.columns]
-    arrays = [bindparam(c.name, type_=postgresql.ARRAY(c.type)) for c in table.columns]
+    # Unbounded element types: a cast to varchar(n)[] would truncate a value that is too
+    # long, where the single-row INSERT refuses it; the INSERT's own cast refuses it here too.
+    arrays = [
+        bindparam(
+            c.name,
+            type_=postgresql.ARRAY(String() if isinstance(c.type, String) else c.type),
+        )
+        for c in table.columns
+    ]
     rows = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
     return postgresql.insert(table).from_select(names, select(*(rows.c[n] for n in names)))
 
@@ -283,7 +291,7 @@ class AsyncpgDB:
         self._turns = asyncio.Semaphore(max_size)
         self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._cache: dict[int, tuple[Executable, _Compiled]] = {}
-        self._batchers: dict[str, _Batcher] = {}
+        self._batchers: dict[tuple[str, int | None], _Batcher] = {}
 
     async def open(self) -> None:
         import asyncpg
@@ -373,16 +381,17 @@ class AsyncpgDB:
 
     async def execute_batched(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self.compiled(stmt)
-        batcher = self._batchers.get(c.sql)
+        batcher = self._batchers.get((c.sql, None))
         if batcher is None:
-            batcher = self._batchers[c.sql] = _Batcher(self, c)
+            batcher = self._batchers[(c.sql, None)] = _Batcher(self, c)
         await batcher.run(c.args(params))
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
         c = self.compiled(grouped.single)
-        batcher = self._batchers.get(c.sql)
+        which = (c.sql, id(grouped))  # a statement's plain and grouped batchers stay apart
+        batcher = self._batchers.get(which)
         if batcher is None:
-            batcher = self._batchers[c.sql] = _Batcher(self, c, grouped)
+            batcher = self._batchers[which] = _Batcher(self, c, grouped)
         key = params[grouped.distinct] if grouped.distinct is not None else None
         row: Row | None = await batcher.run(params, key)
         return row

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-_REVISION = re.compile(r'^revision(?:: *str)? *= *"([^"]+)"', re.M)
-_DOWN = re.compile(r'^down_revision(?:: *[^=]+)? *= *"([^"]+)"', re.M)
+_REVISION = re.compile(r"""^revision(?:: *str)? *= *["']([^"']+)["']""", re.M)
+# The value may be None, one id, or a tuple of ids (a merge): every quoted id on the line.
+_DOWN = re.compile(r"^down_revision\b[^=]*=(.*)$", re.M)
+_QUOTED = re.compile(r"""["']([^"']+)["']""")
 # pg_advisory_xact_lock key: two pods migrating at once run one after the other.
 MIGRATION_LOCK_KEY = 0x6F757472  # "outr"
 
@@ -48,7 +50,8 @@ def head_revision() -> str | None:
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
         source = path.read_text(encoding="utf-8")
         revisions.update(_REVISION.findall(source))
-        parents.update(_DOWN.findall(source))
+        for value in _DOWN.findall(source):
+            parents.update(_QUOTED.findall(value))
     heads = revisions - parents
     if len(heads) != 1:
         raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")

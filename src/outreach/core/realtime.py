@@ -125,13 +125,19 @@ class ResilientRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             "host_id": self.host_id,
         }
         published = self._enqueue(message)
-        # One turn of the loop lets the flusher put the PUBLISH on the wire before the local
-        # fan-out (no task per emit: this runs once per event on the hot path).
-        await asyncio.sleep(0)
         try:
+            # One turn of the loop lets the flusher put the PUBLISH on the wire before the
+            # local fan-out (no task per emit: this runs once per event on the hot path).
+            await asyncio.sleep(0)
             await self._handle_emit(message)
         except BaseException:
-            published.cancel()
+            # This emit is abandoned (cancelled, or the local fan-out failed): so is waiting
+            # for its publish, whose failure, if any, must not be left unretrieved.
+            if published.done():
+                if not published.cancelled():
+                    published.exception()
+            else:
+                published.cancel()
             raise
         await published
 

@@ -87,8 +87,14 @@ def _plain_email(value: str) -> bool:
     if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value):
         return False
     local, _, domain = value.partition("@")
-    # Special-use names (RFC 6761: "test", "localhost", ...) are the library's to refuse.
-    return len(local) <= 64 and domain.rsplit(".", 1)[1].lower() not in SPECIAL_USE
+    labels = domain.split(".")
+    # Labels of at most 63 characters (the pattern's `-?` lets one reach 81); special-use
+    # names (RFC 6761: "test", "localhost", ...) are the library's to refuse.
+    return (
+        len(local) <= 64
+        and all(len(label) <= 63 for label in labels)
+        and labels[-1].lower() not in SPECIAL_USE
+    )
 
 
 def _email(value: str) -> str:

@@ -85,13 +85,15 @@ def upgrade() -> None:
         _statement_triggers(table, "row_counts", "row_counts_by_statement")
     op.execute("DROP TRIGGER inquiries_rollup_insert_delete ON inquiries")
     _statement_triggers("inquiries", "rollup", "inquiry_rollup_by_statement")
-    op.execute("ALTER INDEX ix_inquiries_search_trgm SET (gin_pending_list_limit = 256)")
+    op.execute(
+        "ALTER INDEX ix_inquiries_search_trgm SET (fastupdate = on, gin_pending_list_limit = 256)"
+    )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("ALTER INDEX ix_inquiries_search_trgm RESET (gin_pending_list_limit)")
+    op.execute("ALTER INDEX ix_inquiries_search_trgm RESET (fastupdate, gin_pending_list_limit)")
     for table, name, function in (
         ("inquiries", "rollup", "inquiry_rollup_track"),
         ("inquiries", "row_counts", "row_counts_track"),

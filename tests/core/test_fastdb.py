@@ -1,0 +1,78 @@
+"""Group commit (core/fastdb.py) on the real PostgreSQL: a batch behaves like its rows alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import func, select
+
+from outreach.db import utcnow
+from outreach.inquiries import repository
+from outreach.inquiries.models import Inquiry
+from tests.support import Api, unique_email
+
+
+def row(api: Api, email: str, **overrides: Any) -> dict[str, Any]:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": api.app.state.ids.next_id(),
+        "name": "Batch",
+        "email": email,
+        "phone": None,
+        "subject": None,
+        "message": "m",
+        "source": None,
+        "status": "SENT",
+        "note": None,
+        "client_ip": "203.0.113.9",
+        "user_agent": None,
+        "search_text": "batch",
+        "created_at": now,
+        "updated_at": now,
+        "deleted_at": None,
+    }
+    values.update(overrides)
+    return values
+
+
+async def insert(api: Api, values: dict[str, Any]) -> None:
+    """As submit does without an Idempotency-Key: an autocommit, group-committed INSERT."""
+    async with api.app.state.fastdb.connection() as conn:
+        await repository.insert_row(conn, values)
+
+
+async def stored(api: Api, email: str) -> list[str | None]:
+    async with api.app.state.sessionmaker() as session:
+        found = await session.scalars(
+            select(Inquiry.client_ip).where(Inquiry.email == email).order_by(Inquiry.id)
+        )
+        return list(found.all())
+
+
+async def test_a_value_too_long_fails_its_own_request_in_a_batch_as_alone(pg_api: Api) -> None:
+    """The many-row form casts to unbounded arrays: a value over a column's length is
+    refused (as by the single-row INSERT), never stored cut short."""
+    email = unique_email("batch")
+    rows = [row(pg_api, email) for _ in range(5)]
+    rows.insert(2, row(pg_api, email, client_ip="x" * 46))
+    outcomes = await asyncio.gather(*(insert(pg_api, r) for r in rows), return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1
+    assert isinstance(failed[0], asyncpg.StringDataRightTruncationError)
+    assert outcomes[2] is failed[0]
+    assert await stored(pg_api, email) == ["203.0.113.9"] * 5
+
+
+@pytest.mark.parametrize("size", [1, 40])
+async def test_bursts_store_every_row_once(pg_api: Api, size: int) -> None:
+    email = unique_email("burst")
+    rows = [row(pg_api, email) for _ in range(size)]
+    await asyncio.gather(*(insert(pg_api, r) for r in rows))
+    async with pg_api.app.state.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Inquiry).where(Inquiry.email == email)
+        )
+    assert count == size
