@@ -220,14 +220,16 @@ def production_python() -> str:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], port: int, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int, workers: int = 1, python: str = sys.executable
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_file = (OUT / f"server-{port}.log").open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
             [
-                env.get("BENCH_SERVER_PYTHON", sys.executable),
+                python,
                 "-m",
                 "outreach.cli",
                 "serve",
@@ -413,9 +415,9 @@ def main() -> int:
             "VAR_DIR": str(OUT / "var"),
         }
         prepare_database(env)
-        env["BENCH_SERVER_PYTHON"] = production_python()
+        python = production_python()
         env["PYTHONPATH"] = str(ROOT / "src")
-        server = Server(env, 3401)
+        server = Server(env, 3401, python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
             time.sleep(1)
@@ -458,7 +460,7 @@ def main() -> int:
         finally:
             psql("DROP TABLE IF EXISTS inquiries_plain")
         try:
-            two = Server(env, 3402, workers=2)
+            two = Server(env, 3402, workers=2, python=python)
             try:
                 results["submit_2_workers"] = wrk(
                     two.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA

@@ -51,11 +51,8 @@ def test_common_addresses_take_the_fast_path(value: str) -> None:
         ("a..b@example.com", False),
         (".a@example.com", False),
         ("a@example.123", False),
-        ("a" * 65 + "@example.com", True),
-        (
-            "x@" + "a-" * 40 + "a.com",
-            False,
-        ),  # an 81-character label: over 63  # over 64: not ours to pass, yet the library does
+        ("a" * 65 + "@example.com", True),  # a local part over 64: the library allows it
+        ("x@" + "a-" * 40 + "a.com", False),  # an 81-character label: over 63
         ('"quoted local"@example.com', False),
     ],
 )

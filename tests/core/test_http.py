@@ -190,22 +190,28 @@ async def test_cors_preflight_for_the_website(
         assert "access-control-allow-origin" not in other.headers
 
 
-def test_a_zoned_ipv6_peer_is_stored_without_its_zone() -> None:
-    """A link-local peer ("fe80::1%<interface>") could overflow the 45-character column."""
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted"),
+    [
+        ("fe80::1%wlx" + "0" * 60, None, []),
+        ("10.0.0.2", "fe80::1%wlx" + "0" * 60, ["10.0.0.0/8"]),
+    ],
+    ids=["peer", "forwarded"],
+)
+def test_a_zoned_ipv6_address_is_stored_without_its_zone(
+    peer: str, forwarded: str | None, trusted: list[str]
+) -> None:
+    """A link-local address ("fe80::1%<interface>") could overflow the 45-character column."""
     from starlette.requests import Request
 
     from outreach.core.client import client_ip
 
     class State:
-        settings = type("S", (), {"trusted_proxies": []})()
+        settings = type("S", (), {"trusted_proxies": trusted})()
 
     app = type("App", (), {"state": State()})()
-    scope = {
-        "type": "http",
-        "headers": [],
-        "client": ("fe80::1%" + "wlx" + "0" * 60, 5000),
-        "app": app,
-    }
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    scope = {"type": "http", "headers": headers, "client": (peer, 5000), "app": app}
     assert client_ip(Request(scope)) == "fe80::1"
 
 

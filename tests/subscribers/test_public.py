@@ -182,13 +182,13 @@ async def test_a_burst_of_mixed_subscribes_gives_each_address_its_own_outcome(
     new = [unique_email("burst") for _ in range(30)]
     repeated = unique_email("twice")
     sizes: list[int] = []
-    real_write = _Batcher._write_grouped
+    real_write = _Batcher._write_on
 
     async def counting(self: _Batcher, conn: Any, batch: list[Any]) -> list[Any]:
         sizes.append(len(batch))
         return await real_write(self, conn, batch)
 
-    monkeypatch.setattr(_Batcher, "_write_grouped", counting)
+    monkeypatch.setattr(_Batcher, "_write_on", counting)
     events = await record_events(pg_api, monkeypatch)
     emails = new + [e for e, _ in active] + [e for e, _ in returning] + [repeated] * 4
     answers = await asyncio.gather(

@@ -23,9 +23,15 @@ def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
+def _without_zone(address: str) -> str:
+    """An IPv6 zone ("fe80::1%eth0") names our interface, not the client; without it any
+    address fits the column (45 characters)."""
+    return address.partition("%")[0]
+
+
 def _valid_ip(value: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(_without_zone(value.strip())))
     except ValueError:
         return None
 
@@ -36,9 +42,7 @@ def client_ip(request: Request) -> str:
     The chain is read from the right, skipping our own proxies, so a client cannot choose
     its address by sending an X-Forwarded-For of its own.
     """
-    # An IPv6 zone ("fe80::1%eth0") names the interface, not the client; without it an
-    # address fits the column (45 characters).
-    peer = (request.client.host if request.client else "").partition("%")[0][:45]
+    peer = _without_zone(request.client.host if request.client else "")[:45]
     trusted: tuple[str, ...] = tuple(request.app.state.settings.trusted_proxies)
     if not trusted:
         return peer

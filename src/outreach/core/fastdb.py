@@ -153,35 +153,40 @@ def unnest_insert(table: Table) -> postgresql.Insert:
     return postgresql.insert(table).from_select(names, select(*(rows.c[n] for n in names)))
 
 
+# A request waiting in a batch: its parameters, its future, its `distinct` value.
+_Pending = tuple[Mapping[str, Any], asyncio.Future[Any], Any]
+
+
 class _Batcher:
     """Group commit: rows that arrive while a batch is being written go in the next one.
 
-    No timer: at low load every row is written alone at once; under load one statement
-    (pipelined `executemany`, or one many-row statement for a Grouped) carries many rows in
-    one round trip and one transaction. When a batch fails, its rows are retried one by one
-    so that each request gets its own row's outcome.
+    No timer: at low load every row is written alone at once (the single statement); under
+    load one many-row statement carries many rows in one round trip and one transaction.
+    When a batch fails, its rows are retried one by one so that each request gets its own
+    row's outcome.
     """
 
     MAX_BATCH = 256
 
-    def __init__(self, db: AsyncpgDB, single: _Compiled, grouped: Grouped | None = None) -> None:
+    def __init__(self, db: AsyncpgDB, grouped: Grouped) -> None:
         self._db = db
-        self._single = single
         self._grouped = grouped
-        self._many = db.compiled(grouped.many) if grouped is not None else None
-        self._pending: list[tuple[Any, asyncio.Future[Any], Any]] = []
+        self._single = db.compiled(grouped.single)
+        self._many = db.compiled(grouped.many)
+        self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, item: Any, key: Any = None) -> Any:
-        """`item`: the statement's positional arguments, or for a Grouped its parameters."""
+    async def run(self, params: Mapping[str, Any]) -> Any:
+        """The row `grouped.single` returns for `params` (None for a statement without)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future, key))
+        distinct = self._grouped.distinct
+        self._pending.append((params, future, params[distinct] if distinct else None))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         return await future
 
-    def _take(self) -> list[tuple[Any, asyncio.Future[Any], Any]]:
-        if self._grouped is None or self._grouped.distinct is None:
+    def _take(self) -> list[_Pending]:
+        if self._grouped.distinct is None:
             batch = self._pending[: self.MAX_BATCH]
             del self._pending[: self.MAX_BATCH]
             return batch
@@ -202,17 +207,10 @@ class _Batcher:
         finally:
             self._task = None
 
-    async def _write(self, batch: list[tuple[Any, asyncio.Future[Any], Any]]) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
         try:
             async with self._db.acquire() as conn:
-                if self._grouped is not None:
-                    results = await self._write_grouped(conn, batch)
-                elif len(batch) == 1:
-                    await conn.execute(self._single.sql, *batch[0][0])
-                    results = [None]
-                else:
-                    await conn.executemany(self._single.sql, [args for args, _, _ in batch])
-                    results = [None] * len(batch)
+                results = await self._write_on(conn, batch)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(batch) > 1 and not _is_outage(exc):
                 for item in batch:
@@ -226,13 +224,8 @@ class _Batcher:
             if not future.done():
                 future.set_result(result)
 
-    async def _write_grouped(
-        self, conn: Any, batch: list[tuple[Any, asyncio.Future[Any], Any]]
-    ) -> list[Any]:
-        grouped, many = self._grouped, self._many
-        assert grouped is not None
-        assert many is not None
-        match = grouped.match
+    async def _write_on(self, conn: Any, batch: list[_Pending]) -> list[Any]:
+        many, match = self._many, self._grouped.match
         if len(batch) == 1:
             args = self._single.args(batch[0][0])
             if match is None:
@@ -258,7 +251,7 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class _AutoConn:
-    """Autocommit statements on the pool; result-less ones are group-committed."""
+    """Autocommit statements on the pool; Grouped ones are group-committed."""
 
     __slots__ = ("_db",)
 
@@ -278,7 +271,7 @@ class _AutoConn:
         await self._db.execute_grouped(grouped, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
-        await self._db.execute_batched(stmt, params)
+        await self._db.execute(stmt, params)
 
 
 class AsyncpgDB:
@@ -291,12 +284,11 @@ class AsyncpgDB:
         self._turns = asyncio.Semaphore(max_size)
         self._dialect = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._cache: dict[int, tuple[Executable, _Compiled]] = {}
-        self._batchers: dict[tuple[str, int | None], _Batcher] = {}
+        self._batchers: dict[Grouped, _Batcher] = {}
 
     async def open(self) -> None:
         import asyncpg
 
-        self._turns = asyncio.Semaphore(self._max)
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=0,
@@ -379,21 +371,11 @@ class AsyncpgDB:
         (the public INSERTs) are group-committed with those of concurrent requests."""
         yield _AutoConn(self)
 
-    async def execute_batched(self, stmt: Executable, params: Mapping[str, Any]) -> None:
-        c = self.compiled(stmt)
-        batcher = self._batchers.get((c.sql, None))
-        if batcher is None:
-            batcher = self._batchers[(c.sql, None)] = _Batcher(self, c)
-        await batcher.run(c.args(params))
-
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
-        c = self.compiled(grouped.single)
-        which = (c.sql, id(grouped))  # a statement's plain and grouped batchers stay apart
-        batcher = self._batchers.get(which)
+        batcher = self._batchers.get(grouped)
         if batcher is None:
-            batcher = self._batchers[which] = _Batcher(self, c, grouped)
-        key = params[grouped.distinct] if grouped.distinct is not None else None
-        row: Row | None = await batcher.run(params, key)
+            batcher = self._batchers[grouped] = _Batcher(self, grouped)
+        row: Row | None = await batcher.run(params)
         return row
 
     async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
@@ -446,9 +428,8 @@ class EngineDB:
             return await conn.fetchrow(stmt, params)
 
     async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]:
-        async with self._engine.connect() as conn:
-            result = await conn.execute(stmt, dict(params))
-            return [dict(row) for row in result.mappings()]
+        async with self.transaction() as conn:
+            return await conn.fetch(stmt, params)
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         async with self.transaction() as conn:

@@ -44,19 +44,6 @@ class ListQuery:
     created_to: datetime | None
 
 
-def common_filters(model: Any, query: ListQuery) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
-    if not query.include_deleted:
-        where.append(model.deleted_at.is_(None))
-    if query.q:
-        where.append(model.search_text.like(like_pattern(query.q), escape="\\"))
-    if query.created_from is not None:
-        where.append(model.created_at >= query.created_from)
-    if query.created_to is not None:
-        where.append(model.created_at <= query.created_to)
-    return where
-
-
 # Kept by triggers on PostgreSQL (migrations 0002, 0006); not a model: SQLite has no such table.
 _row_counts = table("row_counts", column("tbl"), column("status"), column("deleted"), column("n"))
 
@@ -100,7 +87,9 @@ def _where(t: Table, shape: Shape) -> list[ColumnElement[bool]]:
 
 
 @lru_cache(maxsize=512)
-def _page_statement(t: Table, columns: tuple[str, ...], shape: Shape) -> Select[Any]:
+def rows_statement(t: Table, columns: tuple[str, ...], shape: Shape) -> Select[Any]:
+    """`columns` of the rows a list request matches, in its order: every row (the CSV
+    export); with `.limit(bindparam("limit"))`, a page."""
     where = _where(t, shape)
     if shape.cursor:
         where.append(
@@ -110,8 +99,12 @@ def _page_statement(t: Table, columns: tuple[str, ...], shape: Shape) -> Select[
         select(*(t.c[name] for name in columns))
         .where(*where)
         .order_by(t.c.id.asc() if shape.order == "asc" else t.c.id.desc())
-        .limit(bindparam("limit", type_=Integer))
     )
+
+
+@lru_cache(maxsize=512)
+def _page_statement(t: Table, columns: tuple[str, ...], shape: Shape) -> Select[Any]:
+    return rows_statement(t, columns, shape).limit(bindparam("limit", type_=Integer))
 
 
 @lru_cache(maxsize=512)
@@ -144,30 +137,8 @@ async def fetch_page(
     the next page and the total. Plain statements on the public hot path's connections
     (core/fastdb.py), compiled once per shape of request: no ORM objects for a read-only
     page (the ORM's unit of work is for the writes)."""
-    shape = Shape(
-        dialect=db.dialect,
-        order=query.order,
-        include_deleted=query.include_deleted,
-        q=bool(query.q),
-        created_from=query.created_from is not None,
-        created_to=query.created_to is not None,
-        statuses=bool(statuses),
-        email=email is not None,
-        cursor=query.cursor is not None,
-    )
-    params: dict[str, Any] = {"limit": query.limit + 1}
-    if query.q:
-        params["q"] = like_pattern(query.q)
-    if query.created_from is not None:
-        params["created_from"] = query.created_from
-    if query.created_to is not None:
-        params["created_to"] = query.created_to
-    if statuses:
-        params["statuses"] = list(statuses)
-    if email is not None:
-        params["email"] = email
-    if query.cursor is not None:
-        params["after"] = decode_cursor(query.cursor, query.order)
+    shape, params = list_filter(db.dialect, query, statuses=statuses, email=email)
+    params["limit"] = query.limit + 1
     # Triggers keep per-status counters on PostgreSQL: a total without counting a million
     # rows, whenever only status and deletion filter the list.
     if db.dialect == "postgresql" and not (
@@ -185,6 +156,41 @@ async def fetch_page(
         rows = rows[: query.limit]
         next_cursor = encode_cursor(int(rows[-1]["id"]), query.order)
     return rows, next_cursor, total
+
+
+def list_filter(
+    dialect: str,
+    query: ListQuery,
+    *,
+    statuses: Sequence[str] | None = None,
+    email: str | None = None,
+) -> tuple[Shape, dict[str, Any]]:
+    """A list request's shape and the values of its parameters (`rows_statement`)."""
+    shape = Shape(
+        dialect=dialect,
+        order=query.order,
+        include_deleted=query.include_deleted,
+        q=bool(query.q),
+        created_from=query.created_from is not None,
+        created_to=query.created_to is not None,
+        statuses=bool(statuses),
+        email=email is not None,
+        cursor=query.cursor is not None,
+    )
+    params: dict[str, Any] = {}
+    if query.q:
+        params["q"] = like_pattern(query.q)
+    if query.created_from is not None:
+        params["created_from"] = query.created_from
+    if query.created_to is not None:
+        params["created_to"] = query.created_to
+    if statuses:
+        params["statuses"] = list(statuses)
+    if email is not None:
+        params["email"] = email
+    if query.cursor is not None:
+        params["after"] = decode_cursor(query.cursor, query.order)
+    return shape, params
 
 
 def page_body(data: list[dict[str, Any]], limit: int, next_cursor: str | None, total: int) -> bytes:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.core.listing import ListQuery, common_filters, fetch_page
+from outreach.core.listing import ListQuery, fetch_page, list_filter, rows_statement
 from outreach.db import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
 
@@ -106,15 +106,6 @@ async def live_email_taken(
     return (await session.scalars(stmt.limit(1))).first() is not None
 
 
-def filters(
-    query: ListQuery, statuses: Sequence[SubscriberStatus] | None
-) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = common_filters(Subscriber, query)
-    if statuses:
-        where.append(Subscriber.status.in_([s.value for s in statuses]))
-    return where
-
-
 async def page(
     db: FastDB, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
 ) -> tuple[list[Row], str | None, int]:
@@ -122,18 +113,22 @@ async def page(
     return await fetch_page(db, _t, PUBLIC_NAMES, query, statuses=names)
 
 
-def export_query(query: ListQuery, statuses: Sequence[SubscriberStatus] | None) -> Select[Any]:
-    return (
-        select(
-            _t.c.id,
-            _t.c.email,
-            _t.c.name,
-            _t.c.status,
-            _t.c.source,
-            _t.c.subscribed_at,
-            _t.c.unsubscribed_at,
-            _t.c.unsubscribe_token,
-        )
-        .where(*filters(query, statuses))
-        .order_by(_t.c.id.asc() if query.order == "asc" else _t.c.id.desc())
-    )
+EXPORT_COLUMNS = (
+    "id",
+    "email",
+    "name",
+    "status",
+    "source",
+    "subscribed_at",
+    "unsubscribed_at",
+    "unsubscribe_token",
+)
+
+
+def export_query(
+    dialect: str, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """Every row the list with the same filters shows, with the unsubscribe token."""
+    names = [s.value for s in statuses] if statuses else None
+    shape, params = list_filter(dialect, query, statuses=names)
+    return rows_statement(_t, EXPORT_COLUMNS, shape), params

@@ -254,9 +254,9 @@ class SubscriberService:
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(CSV_HEADER)
         count = 0
-        stmt = repository.export_query(query, statuses)
+        stmt, params = repository.export_query(engine.dialect.name, query, statuses)
         async with engine.connect() as conn:
-            result = await conn.stream(stmt.execution_options(yield_per=500))
+            result = await conn.stream(stmt.execution_options(yield_per=500), params)
             async for row in result:
                 writer.writerow(
                     [
