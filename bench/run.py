@@ -39,6 +39,8 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:543
 DB_NAME = os.environ.get("BENCH_DB", "outreach_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 BASE = "/v1/api/outreach"
+BENCH_ISSUER = "https://id.bench.local/"
+BENCH_AUDIENCE = "outreach"
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
@@ -386,7 +388,14 @@ def main() -> int:
             return 2
     OUT.mkdir(parents=True, exist_ok=True)
     key = ECKey.generate_key("P-256", auto_kid=True)
-    owner = mint_token(key, sub="bench-owner", roles=["OWNER"], ttl=3600)
+    owner = mint_token(
+        key,
+        sub="bench-owner",
+        roles=["OWNER"],
+        ttl=3600,
+        issuer=BENCH_ISSUER,
+        audience=BENCH_AUDIENCE,
+    )
     auth = {"Authorization": f"Bearer {owner}"}
     results: dict[str, Any] = {
         "machine": {
@@ -403,12 +412,16 @@ def main() -> int:
             **{
                 k: v
                 for k, v in os.environ.items()
-                if not k.startswith(("APP_", "DATABASE_", "REDIS_", "JWKS_", "JWT_"))
+                if not k.startswith(("APP_", "DATABASE_", "REDIS_", "JWKS_", "JWT_", "TOKEN_", "PUBLIC_"))
             },
             "APP_ENV": "production",
             "DATABASE_URL": database_url(),
             "REDIS_URL": REDIS_URL,
             "JWKS_URL": jwks_url,
+            "JWT_ISSUER": BENCH_ISSUER,
+            "JWT_AUDIENCE": BENCH_AUDIENCE,
+            "PUBLIC_BASE_URL": "https://shop.example",
+            "TOKEN_SECRET": "bench-token-secret-" + "x" * 32,
             "METRICS_ENABLED": "true",
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
             "APP_ENV_NODE_ID": "auto",

@@ -16,7 +16,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from outreach.core.ids import parse_worker_id
 
 # Variables that may instead name a file holding the value (Kubernetes Secret mounts).
-SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DATABASE_PASSWORD", "REDIS_PASSWORD")
+SECRET_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DATABASE_PASSWORD",
+    "REDIS_PASSWORD",
+    "TOKEN_SECRET",
+)
+# Outside production, links in exports and mails point here unless PUBLIC_BASE_URL is set.
+DEVELOPMENT_BASE_URL = "http://127.0.0.1:3000"
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 
@@ -77,9 +85,14 @@ class Settings(BaseSettings):
 
     cors_allow_origins: Annotated[list[str], NoDecode] = []
     trusted_proxies: Annotated[list[str], NoDecode] = []
-    public_base_url: str = "http://127.0.0.1:3000"
+    # Origin of the links the service hands out (export, mails); required in production.
+    public_base_url: str | None = None
     app_timezone: str = "UTC"
     rate_limit_public: str | None = None
+    # Server secret(s) that unsubscribe/confirm tokens are derived from (comma list: the
+    # first one makes, every one is accepted). Required in production; outside it a local
+    # secret is kept under VAR_DIR (subscribers/tokens.py).
+    token_secret: SecretStr | None = None
 
     # Where local state lives in development: the SQLite file and the development signing key.
     var_dir: Path = Path("var")
@@ -130,8 +143,13 @@ class Settings(BaseSettings):
 
     @field_validator("public_base_url")
     @classmethod
-    def _public_base_url(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError("PUBLIC_BASE_URL must be an http(s) origin such as https://shop.example")
+        return value
 
     @field_validator("app_env_node_id")
     @classmethod
@@ -187,6 +205,19 @@ class Settings(BaseSettings):
         return _with_password(self.redis_url.get_secret_value(), self.redis_password)
 
     @property
+    def public_url(self) -> str:
+        """PUBLIC_BASE_URL, or the development default outside production."""
+        return self.public_base_url or DEVELOPMENT_BASE_URL
+
+    @property
+    def token_secrets(self) -> list[bytes]:
+        """TOKEN_SECRET's secrets, the one that makes tokens first; empty when unset."""
+        if self.token_secret is None:
+            return []
+        raw = self.token_secret.get_secret_value()
+        return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+    @property
     def is_postgres(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
 
@@ -194,14 +225,21 @@ class Settings(BaseSettings):
         """Refuse the embedded development defaults in production."""
         if not self.production:
             return
-        missing = [
-            name
-            for name, value in (("DATABASE_URL", self.database_url), ("JWKS_URL", self.jwks_url))
-            if not value
+        required: list[tuple[str, object]] = [
+            ("DATABASE_URL", self.database_url),
+            ("JWKS_URL", self.jwks_url),
+            ("JWT_ISSUER", self.jwt_issuer),
+            ("JWT_AUDIENCE", self.jwt_audience),
+            ("PUBLIC_BASE_URL", self.public_base_url),
+            ("TOKEN_SECRET", self.token_secrets),
         ]
+        missing = [name for name, value in required if not value]
         if missing:
             raise ConfigError(
-                f"APP_ENV=production refuses the embedded defaults: set {' and '.join(missing)}"
+                "APP_ENV=production refuses the embedded defaults: set "
+                + ", ".join(missing[:-1])
+                + (" and " if len(missing) > 1 else "")
+                + missing[-1]
             )
 
 

@@ -45,12 +45,32 @@ async def fresh_pg() -> AsyncIterator[str]:
     await admin.close()
 
 
+PRODUCTION_COMPLETE = {
+    "DATABASE_URL": "postgresql://x@127.0.0.1/db",
+    "JWKS_URL": "https://id.example/jwks",
+    "JWT_ISSUER": "https://id.example/",
+    "JWT_AUDIENCE": "outreach",
+    "PUBLIC_BASE_URL": "https://shop.example",
+    "TOKEN_SECRET": "s" * 32,
+}
+
+
+def _without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in PRODUCTION_COMPLETE.items() if k not in names}
+
+
 @pytest.mark.parametrize(
     ("env", "missing"),
     [
-        ({}, "DATABASE_URL and JWKS_URL"),
-        ({"DATABASE_URL": "postgresql://x@127.0.0.1/db"}, "JWKS_URL"),
-        ({"JWKS_URL": "https://id.example/jwks"}, "DATABASE_URL"),
+        ({}, "DATABASE_URL, JWKS_URL, JWT_ISSUER, JWT_AUDIENCE, PUBLIC_BASE_URL and TOKEN_SECRET"),
+        (_without("JWKS_URL"), "set JWKS_URL"),
+        (_without("DATABASE_URL"), "set DATABASE_URL"),
+        (_without("JWT_ISSUER"), "set JWT_ISSUER"),
+        (_without("JWT_AUDIENCE"), "set JWT_AUDIENCE"),
+        # Without it the export's unsubscribe links would silently point at 127.0.0.1.
+        (_without("PUBLIC_BASE_URL"), "set PUBLIC_BASE_URL"),
+        (_without("TOKEN_SECRET"), "set TOKEN_SECRET"),
+        (_without("JWT_ISSUER", "TOKEN_SECRET"), "set JWT_ISSUER and TOKEN_SECRET"),
     ],
 )
 def test_production_refuses_embedded_defaults(
@@ -129,15 +149,11 @@ def test_openapi_command_prints_the_document(tmp_path: Path) -> None:
 def test_dev_token_is_refused_in_production(tmp_path: Path) -> None:
     result = run(
         ["dev-token", "--role", "OWNER"],
-        {
-            "APP_ENV": "production",
-            "DATABASE_URL": "postgresql://x@127.0.0.1/db",
-            "JWKS_URL": "https://id.example/jwks",
-            "VAR_DIR": str(tmp_path),
-        },
+        {"APP_ENV": "production", **PRODUCTION_COMPLETE, "VAR_DIR": str(tmp_path)},
     )
     assert result.returncode != 0
     assert result.stdout == ""
+    assert "dev-token is for development" in result.stderr
 
 
 def test_serve_logs_logfmt_with_request_id_and_a_dev_token_works(tmp_path: Path) -> None:

@@ -248,7 +248,7 @@ class SubscriberService:
     ) -> AsyncIterator[bytes]:
         """The CSV, streamed from a server-side cursor; one audit line at the end."""
         base = (
-            f"{rt.settings.public_base_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
+            f"{rt.settings.public_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
         )
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
