@@ -111,7 +111,14 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session: committed when the handler returns, rolled back if it raises."""
+    """The request's session: committed when the handler returns, rolled back if it raises.
+
+    Used with `scope="function"` (SessionDep): FastAPI then runs the exit before the response
+    is sent, so a 2xx is sent only after COMMIT succeeded, and a failed COMMIT answers 5xx
+    through the error handlers. (A request-scoped yield dependency exits after the response
+    has gone out: the client would be told "done" before the commit, which may then fail.)
+    Realtime events run after the commit, still before the answer.
+    """
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
         try:
@@ -125,4 +132,4 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         callback()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
