@@ -237,6 +237,24 @@ async def test_client_ip_from_trusted_proxy_only(
         assert got.json()["clientIp"] == "203.0.113.7"  # the peer: no trusted proxy configured
 
 
+async def test_forwarded_for_is_read_across_header_lines(
+    pg_database: str, var_dir: Path, dev_key: ECKey
+) -> None:
+    """Two X-Forwarded-For lines are one list: the last line holds the hops nearest to us."""
+    settings = make_settings(pg_database, var_dir, trusted_proxies="203.0.113.0/24")
+    async with start_api(settings, dev_key) as api:
+        response = await api.client.post(
+            f"{BASE}/inquiries/submit",
+            json={"name": "a", "email": "a@b.co", "message": "m"},
+            headers=[
+                ("X-Forwarded-For", "1.2.3.4, 198.51.100.9"),
+                ("X-Forwarded-For", "198.51.100.20, 203.0.113.50"),
+            ],
+        )
+        got = await api.client.get(f"{BASE}/inquiries/{response.json()['id']}", headers=api.owner)
+        assert got.json()["clientIp"] == "198.51.100.20"
+
+
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [

@@ -49,7 +49,9 @@ def client_ip(request: Request) -> str:
     networks = _networks(trusted)
     if not _is_trusted(peer, networks):
         return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every header line, in order, is one comma list (RFC 9110 section 5.3): a proxy may add
+    # its hop as a line of its own, and the right-most hops are the ones we can believe.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()][-32:]
     for hop in reversed(hops):
         ip = _valid_ip(hop)
