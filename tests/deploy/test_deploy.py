@@ -12,11 +12,20 @@
 - The Deployment's probes, shutdown timing and security settings; the Dockerfile's final
   stage; the compose file and the Traefik file-provider config; the same public-route rule
   everywhere.
+- Production settings: the environment the kubelet would give the Deployment's and the Job's
+  containers (image ENV, then the ConfigMap, then `env`; `secretKeyRef` and `_FILE` paths
+  resolved against secret.example.yaml, the latter to dummy files) builds an
+  `outreach.config.Settings` that passes its own `check_production()`, so the list of required
+  variables is the service's, not this file's. Every secret variable the service knows
+  (`outreach.config.SECRET_VARIABLES`, TOKEN_SECRET among them) comes from the Secret, never
+  from a literal or the ConfigMap.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +34,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from outreach.config import SECRET_VARIABLES, ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -56,6 +67,9 @@ PUBLIC_POST_PATHS = (
 )
 ALERTS = {"outreachHighErrorRate", "outreachSubmitFlood", "outreachWSNotReady"}
 STICKY_COOKIE = "outreach_sticky"
+SECRET_NAME = "outreach-secrets"  # created out of band; secret.example.yaml is its shape
+# The workloads that run the service, and their container.
+WORKLOADS = (("Deployment", "outreach"), ("Job", "migrate"))
 RATE_LIMIT_MIDDLEWARE = "outreach-public-ratelimit"
 DRAIN_SECONDS = 20  # the service's bounded drain after SIGTERM (API contract)
 
@@ -212,7 +226,7 @@ def test_example_secret_is_only_an_example() -> None:
     secret = the_one("Secret")
     assert secret["metadata"]["name"] == "outreach-secrets"
     data = as_dict(secret["stringData"])
-    assert set(data) == {"DATABASE_URL", "REDIS_URL"}
+    assert set(data) == {"DATABASE_URL", "REDIS_URL", "TOKEN_SECRET"}
     for value in data.values():
         assert "CHANGE-ME" in value
     assert "EXAMPLE" in (K8S / "secret.example.yaml").read_text(encoding="utf-8")
@@ -554,3 +568,183 @@ def test_public_route_rule_is_the_same_everywhere() -> None:
         dynamic["rule"],
     }
     assert len(rules) == 1, rules
+
+
+# --------------------------------------------------------------------------- production settings
+
+
+def rendered_resources() -> list[dict[str, Any]]:
+    """The documents `kubectl kustomize deploy/k8s` renders, as far as a pod's environment goes.
+
+    The kustomization only adds labels and rewrites the image: neither touches `env`, `envFrom`
+    or volumes, so its resources as written are what the kubelet sees.
+    """
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "labels", "images"}, (
+        "kustomization.yaml does more than labels and images: teach rendered_resources()"
+    )
+    return [doc for name in as_list(kustomization["resources"]) for doc in load_docs(K8S / name)]
+
+
+def rendered_one(kind: str) -> dict[str, Any]:
+    found = [doc for doc in rendered_resources() if doc.get("kind") == kind]
+    assert len(found) == 1, f"expected exactly one rendered {kind}, found {len(found)}"
+    return found[0]
+
+
+def workload(kind: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod spec, container) of a rendered workload."""
+    pod_spec = as_dict(rendered_one(kind)["spec"]["template"]["spec"])
+    return pod_spec, container(pod_spec, name)
+
+
+def example_secret() -> dict[str, str]:
+    """The stand-in for the out-of-band Secret: secret.example.yaml's keys and placeholders."""
+    secret = load_yaml(K8S / "secret.example.yaml")
+    assert secret["metadata"]["name"] == SECRET_NAME
+    return {str(k): str(v) for k, v in as_dict(secret["stringData"]).items()}
+
+
+def secret_value(ref: dict[str, Any]) -> str:
+    secret = example_secret()
+    assert ref["name"] == SECRET_NAME, f"Secret {ref['name']!r} is not {SECRET_NAME}"
+    assert ref["key"] in secret, f"key {ref['key']} is not in secret.example.yaml"
+    return secret[ref["key"]]
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the Dockerfile's final stage: what a container starts with (APP_ENV among it)."""
+    env: dict[str, str] = {}
+    for line in instructions(dockerfile_stages()[-1], "ENV"):
+        for word in shlex.split(line)[1:]:
+            key, sep, value = word.partition("=")
+            assert sep, f"use ENV key=value: {line}"
+            env[key] = value
+    return env
+
+
+def rendered_env(cont: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (later sources win)."""
+    config_map = rendered_one("ConfigMap")
+    env = image_env()
+    for item in as_list(cont.get("envFrom", [])):
+        source = as_dict(item)
+        assert set(source) == {"configMapRef"}, f"unexpected envFrom {source}"
+        assert source["configMapRef"]["name"] == config_map["metadata"]["name"]
+        env.update({str(k): str(v) for k, v in as_dict(config_map["data"]).items()})
+    for item in as_list(cont.get("env", [])):
+        entry = as_dict(item)
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+            continue
+        value_from = as_dict(entry["valueFrom"])
+        if "secretKeyRef" in value_from:
+            env[entry["name"]] = secret_value(as_dict(value_from["secretKeyRef"]))
+        elif "configMapKeyRef" in value_from:
+            ref = as_dict(value_from["configMapKeyRef"])
+            assert ref["name"] == config_map["metadata"]["name"]
+            env[entry["name"]] = str(config_map["data"][ref["key"]])
+        else:
+            pytest.fail(f"env {entry['name']}: unsupported valueFrom {value_from}")
+    return env
+
+
+def secret_file(pod_spec: dict[str, Any], cont: dict[str, Any], path: str) -> dict[str, Any]:
+    """{name, key} of the Secret that the file at `path` in the container is mounted from."""
+    volumes = {as_dict(v)["name"]: as_dict(v) for v in as_list(pod_spec.get("volumes", []))}
+    for item in as_list(cont.get("volumeMounts", [])):
+        mount = as_dict(item)
+        mount_path = str(mount["mountPath"]).rstrip("/")
+        if "subPath" in mount:
+            if path != mount_path:
+                continue
+            relative = str(mount["subPath"])
+        elif path.startswith(mount_path + "/"):
+            relative = path[len(mount_path) + 1 :]
+        else:
+            continue
+        source = volumes[mount["name"]].get("secret")
+        assert source is not None, f"{path} is on volume {mount['name']!r}, not a Secret"
+        items = source.get("items")
+        if items is None:
+            key, mode = relative, source.get("defaultMode", 0o644)
+        else:
+            matches = [as_dict(i) for i in as_list(items) if as_dict(i)["path"] == relative]
+            assert len(matches) == 1, f"{path}: no item of volume {mount['name']!r} is there"
+            key, mode = matches[0]["key"], matches[0].get("mode", source.get("defaultMode", 0o644))
+        # Secret files belong to root: the non-root user reads them through the pod's fsGroup
+        # (the kubelet gives them that group and adds group read) or a world-readable mode.
+        fs_group = pod_spec.get("securityContext", {}).get("fsGroup")
+        assert fs_group is not None or mode & 0o004, (
+            f"{path}: mode {mode:o} without fsGroup is unreadable for the container's user"
+        )
+        return {"name": source["secretName"], "key": key}
+    raise AssertionError(f"{path}: no volume is mounted there")
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """`Settings()` as the service builds it, from `env` only (the test's own env is hidden)."""
+    fields = {name.upper() for name in Settings.model_fields}
+
+    def read_by_settings(name: str) -> bool:
+        return name.upper() in fields or name.upper().endswith("_FILE")
+
+    for name in list(os.environ):
+        if read_by_settings(name):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if read_by_settings(name):
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[k for k, _ in WORKLOADS])
+def test_workload_passes_check_production(
+    kind: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod_spec, cont = workload(kind, name)
+    env = rendered_env(cont)
+    assert env.get("APP_ENV") == "production", f"{kind} does not run in production"
+    for variable, path in list(env.items()):
+        if variable.endswith("_FILE"):
+            dummy = tmp_path / variable
+            dummy.write_text(secret_value(secret_file(pod_spec, cont, path)) + "\n")
+            env[variable] = str(dummy)
+    settings = settings_from(env, monkeypatch)
+    assert settings.production
+    settings.check_production()  # the service's own list of what production requires
+
+
+def test_check_production_sees_only_the_given_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check above has teeth: with the manifests' environment gone it refuses, whatever the
+    # shell running the tests has set.
+    settings = settings_from({"APP_ENV": "production"}, monkeypatch)
+    with pytest.raises(ConfigError, match="TOKEN_SECRET"):
+        settings.check_production()
+
+
+@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[k for k, _ in WORKLOADS])
+def test_secrets_come_from_the_secret_never_a_literal(kind: str, name: str) -> None:
+    pod_spec, cont = workload(kind, name)
+    config = as_dict(rendered_one("ConfigMap")["data"])
+    image = image_env()
+    entries = {as_dict(e)["name"]: as_dict(e) for e in as_list(cont.get("env", []))}
+    assert "TOKEN_SECRET" in SECRET_VARIABLES
+    for variable in SECRET_VARIABLES:
+        for form in (variable, f"{variable}_FILE"):
+            assert form not in config, f"{form} in the ConfigMap"
+            assert form not in image, f"{form} in the image's ENV"
+        if variable in entries:
+            entry = entries[variable]
+            assert "value" not in entry, f"{kind}: {variable} is a literal"
+            ref = as_dict(entry["valueFrom"]["secretKeyRef"])
+            assert ref["name"] == SECRET_NAME
+            assert ref["key"] in example_secret()
+        if f"{variable}_FILE" in entries:
+            path = str(entries[f"{variable}_FILE"]["value"])
+            ref = secret_file(pod_spec, cont, path)
+            assert ref["name"] == SECRET_NAME, f"{kind}: {path} is not from {SECRET_NAME}"
+            assert ref["key"] in example_secret()
+    assert {"TOKEN_SECRET", "TOKEN_SECRET_FILE"} & set(entries), f"{kind}: no TOKEN_SECRET"

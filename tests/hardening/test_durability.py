@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -192,7 +192,7 @@ def test_a_write_whose_commit_fails_answers_5xx_and_changes_nothing(
         inquiry = made.json()["id"]
         before = http.get(f"/inquiries/{inquiry}").json()
 
-        attempts = {
+        attempts: dict[str, Callable[[], httpx.Response]] = {
             "PATCH": lambda: http.patch(f"/inquiries/{inquiry}", json={"note": "never"}),
             "bulk-status": lambda: http.post(
                 "/inquiries/bulk-status", json={"ids": [inquiry], "status": "IN_PROGRESS"}
