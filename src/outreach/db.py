@@ -78,7 +78,7 @@ def make_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 5})
+        engine = create_async_engine(url, connect_args={"timeout": 5}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs: dict[str, Any] = {
@@ -89,12 +89,18 @@ def make_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
         # No pre-ping (a round trip per checkout, ~3 % of a list request): a connection that
         # died answers one request 503 and is discarded; a database restart invalidates the pool.
         "pool_recycle": 1800,
+        # Statement parameters (tokens, addresses) never appear in error messages or logs.
+        "hide_parameters": True,
         "pool_timeout": 10,
         # A stopped database must answer quickly (503), not hang requests.
         "connect_args": {"timeout": 3, "command_timeout": 10},
     }
     if not pool:
-        kwargs = {"poolclass": NullPool, "connect_args": kwargs["connect_args"]}
+        kwargs = {
+            "poolclass": NullPool,
+            "connect_args": kwargs["connect_args"],
+            "hide_parameters": True,
+        }
     return create_async_engine(url, **kwargs)
 
 

@@ -92,7 +92,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.error("Startup refused", reason=str(exc))
             state.startup_refused = True
             raise
-        state.ids_ready = ids.ready
     state.engine = make_engine(settings)
     state.sessionmaker = make_sessionmaker(state.engine)
     state.fastdb = make_fastdb(state.engine, settings.sqlalchemy_url, settings.db_pool_size)
@@ -178,6 +177,9 @@ def create_app(
         redoc_url=None,
     )
     app.router.route_class = ContentTypeRoute
+    # No redirects: `POST .../unsubscribe/` answered 307, which RFC 8058 one-click clients
+    # (and many form posts) do not follow. A trailing slash is a 404 like any unknown path.
+    app.router.redirect_slashes = False
     metrics = get_metrics()
     state = app.state
     state.settings = settings
@@ -197,7 +199,7 @@ def create_app(
             settings.worker_id, settings.redis_dsn, ttl=settings.worker_lease_ttl_seconds
         )
     state.ids = ids
-    state.ids_ready = lambda: True
+    state.ids_ready = ids.ready if isinstance(ids, LeasedIds) else ids.clock_ok
 
     install_error_handlers(app)
     app.include_router(probe_router())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from outreach.core.context import request_id_var
+from outreach.core.ids import ClockMovedBackwardsError
 
 PROBLEM_BASE = "https://outreach.example/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -119,6 +121,10 @@ class RateLimited(OutreachError):
 class Unavailable(OutreachError):
     status, slug, title = 503, "unavailable", "Service unavailable"
     headers = {"Retry-After": "5"}
+
+
+class ClockBehind(Unavailable):
+    slug, title = "clock-behind", "Clock behind"
 
 
 class AuthUnavailable(Unavailable):
@@ -285,7 +291,29 @@ ASYNCPG_OUTAGES = (
 )
 
 
+def clock_behind(exc: ClockMovedBackwardsError) -> Response:
+    """The clock was stepped back: nothing can be created (ids would repeat) until it has
+    caught up with the last id; readiness fails meanwhile (core/probes.py)."""
+    log.error("Clock behind the last id", behindMs=exc.behind_ms)
+    retry = min(60, max(1, math.ceil(exc.behind_ms / 1000)))
+    return error_response(
+        ClockBehind(
+            "The server's clock went back; try again shortly",
+            headers={"Retry-After": str(retry)},
+        )
+    )
+
+
+async def _on_clock(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClockMovedBackwardsError)
+    return clock_behind(exc)
+
+
 async def handle_unexpected(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, OutreachError):
+        return error_response(exc)
+    if isinstance(exc, ClockMovedBackwardsError):
+        return clock_behind(exc)
     if is_database_outage(exc):
         return await _on_database(_, exc)
     log.exception("Unhandled error", error=type(exc).__name__)
@@ -303,6 +331,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(IntegrityError, _on_integrity)
+    app.add_exception_handler(ClockMovedBackwardsError, _on_clock)
     for driver_error in (
         OSError,
         DBAPIError,
@@ -311,6 +340,8 @@ def install_error_handlers(app: FastAPI) -> None:
         asyncpg.InterfaceError,
     ):
         app.add_exception_handler(driver_error, _on_driver_error)
+    # Last resort only: RequestContextMiddleware (core/http.py) renders unexpected errors
+    # itself, inside the request's context (request id in the answer and the log line).
     app.add_exception_handler(Exception, handle_unexpected)
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import re
 import time
+from urllib.parse import parse_qsl
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outreach.core.context import request_id_var
-from outreach.core.errors import PayloadTooLarge, error_response
+from outreach.core.errors import (
+    PayloadTooLarge,
+    ValidationFailed,
+    error_response,
+    handle_unexpected,
+)
 from outreach.core.metrics import Metrics
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -42,6 +49,21 @@ def route_template(scope: Scope) -> str:
     return str(path) if path else "unmatched"
 
 
+def _nul_in_query(query: bytes) -> ValidationFailed:
+    """No query parameter of this API may hold NUL (PostgreSQL text cannot; it is never
+    meaningful): one rule here rather than one per parameter."""
+    names = sorted(
+        {name for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+         if "\x00" in value or "\x00" in name}
+    ) or ["query"]  # fmt: skip
+    return ValidationFailed(
+        "Query parameters must not contain NUL characters",
+        errors=[
+            (name.replace("\x00", "")[:64] or "query", "must not contain NUL") for name in names
+        ],
+    )
+
+
 class RequestContextMiddleware:
     def __init__(
         self, app: ASGIApp, *, metrics: Metrics | None = None, max_body: int = MAX_BODY
@@ -62,11 +84,13 @@ class RequestContextMiddleware:
         rid_header = (b"x-request-id", rid.encode())
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
@@ -76,7 +100,21 @@ class RequestContextMiddleware:
                 response = error_response(PayloadTooLarge("The body may be at most 64 KiB"))
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            query = scope.get("query_string", b"")
+            if b"%00" in query or b"\x00" in query:
+                response = error_response(_nul_in_query(query))
+                await response(scope, receive, send_with_id)
+                return
+            try:
+                await self.app(scope, self._limited(receive), send_with_id)
+            except Exception as exc:
+                # Starlette would render this 500 outermost, after this context is gone (no
+                # request id in the answer or its log line). Once the answer has begun there
+                # is nothing to render: the server aborts the connection.
+                if started:
+                    raise
+                response = await handle_unexpected(Request(scope), exc)
+                await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             route = route_template(scope)

@@ -44,6 +44,10 @@ _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ClockMovedBackwardsError(RuntimeError):
     """The clock went back further than the generator is willing to wait out."""
 
+    def __init__(self, message: str, behind_ms: int) -> None:
+        super().__init__(message)
+        self.behind_ms = behind_ms
+
 
 class TimestampOutOfRangeError(RuntimeError):
     """The clock is before EPOCH_MS or past the 41-bit timestamp range."""
@@ -118,6 +122,11 @@ class SnowflakeGenerator:
     def worker_id(self) -> int:
         return self._worker_id
 
+    def clock_ok(self) -> bool:
+        """False while the clock is further behind the last id than next_id() would wait out
+        (readiness: such a process cannot create anything until the clock catches up)."""
+        return self._clock() >= self._last_ms - self._max_backwards_ms
+
     def next_id(self) -> int:
         """Return an id greater than every id this generator returned before."""
         # Explicit acquire/try/finally: measurably cheaper than `with` on this hot path.
@@ -151,7 +160,8 @@ class SnowflakeGenerator:
             if behind > self._max_backwards_ms:
                 raise ClockMovedBackwardsError(
                     f"clock moved backwards by {behind} ms (limit {self._max_backwards_ms} ms); "
-                    f"refusing to generate ids until it reaches {last}"
+                    f"refusing to generate ids until it reaches {last}",
+                    behind,
                 )
             self._sleep(behind / 1000 if behind > 0 else _SPIN_SLEEP_S)
             ms = self._clock()

@@ -192,7 +192,8 @@ class LeasedIds:
 
     def ready(self) -> bool:
         """For /readyz: false while next_id() would fail."""
-        return self._gen is not None and time.monotonic() < self._valid_until
+        gen = self._gen
+        return gen is not None and time.monotonic() < self._valid_until and gen.clock_ok()
 
     @property
     def key(self) -> str:

@@ -129,16 +129,26 @@ def configure_logging(
         lg.propagate = True
     # Our middleware writes the access line (with the route template and request id).
     logging.getLogger("uvicorn.access").disabled = True
-    # Library chatter stays at warning unless debugging.
-    quiet = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
+    # Libraries log at warning and above at every level, `debug` included: at debug
+    # SQLAlchemy and aiosqlite log statements with their parameters and rows, engine.io and
+    # httpx log payloads and URLs, so tokens and personal data would reach the log
+    # (API.md section 8). LOG_LEVEL=debug is for the service's own events.
     logging.captureWarnings(True)  # warnings become one-line log events too
-    for name in (
-        "sqlalchemy.engine",
-        "socketio",
-        "engineio",
-        "httpx",
-        "httpcore",
-        "casbin",
-        "alembic.runtime.plugins",
-    ):
-        logging.getLogger(name).setLevel(quiet)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+QUIET_LIBRARIES = (
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "socketio",
+    "engineio",
+    "websockets",
+    "httpx",
+    "httpcore",
+    "casbin",
+    "alembic.runtime.plugins",
+    "multipart",
+    "python_multipart",
+)

@@ -52,13 +52,25 @@ class Metrics:
             "Socket.IO clients connected to this process",
             registry=registry,
         )
+        # Per pool: `asyncpg` serves the public writes and the lists, `sqlalchemy` the other
+        # admin routes (docs/operations.md, "Connections"). Set at each scrape.
+        self.db_pool_size = Gauge(
+            "outreach_db_pool_size",
+            "Database connections open in the pool",
+            ["pool"],
+            registry=registry,
+        )
         self.db_pool_checked_out = Gauge(
             "outreach_db_pool_checked_out",
             "Database connections in use",
+            ["pool"],
             registry=registry,
         )
-        self.db_pool_size = Gauge(
-            "outreach_db_pool_size", "Database connections open in the pool", registry=registry
+        self.db_pool_waiters = Gauge(
+            "outreach_db_pool_waiters",
+            "Requests waiting for a database connection",
+            ["pool"],
+            registry=registry,
         )
         # Each label's child once: `labels()` per event costs a lock and a lookup.
         self.subscriber_event = {

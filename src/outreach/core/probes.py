@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
+from outreach.core.fastdb import AsyncpgDB
 from outreach.core.migrate import current_revision, head_revision
 
 CHECK_TIMEOUT = 2.0
@@ -31,9 +32,16 @@ class Readiness(BaseModel):
 
 async def _database(request: Request) -> tuple[str, str]:
     engine = request.app.state.engine
+    fastdb = request.app.state.fastdb
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as conn:
-            revision = await current_revision(conn)
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            async with engine.connect() as conn:
+                revision = await current_revision(conn)
+            if isinstance(fastdb, AsyncpgDB):
+                # The public writes' own pool: it can fail apart from SQLAlchemy's (its own
+                # connections, limits and checkouts).
+                async with fastdb.acquire() as raw:
+                    await raw.fetchval("SELECT 1")
     except Exception:  # noqa: BLE001 - any failure is "fail"
         return "fail", "pending"
     return "ok", ("ok" if revision == head_revision() else "pending")
@@ -91,11 +99,17 @@ def metrics_router() -> APIRouter:
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
         m = request.app.state.metrics
-        engine = request.app.state.engine
-        pool = engine.pool
-        if hasattr(pool, "checkedout"):
-            m.db_pool_checked_out.set(pool.checkedout())
-            m.db_pool_size.set(pool.size())
+        pool = request.app.state.engine.pool
+        if hasattr(pool, "checkedout"):  # SQLAlchemy's QueuePool (not SQLite's)
+            in_use = pool.checkedout()
+            m.db_pool_size.labels("sqlalchemy").set(pool.checkedin() + in_use)
+            m.db_pool_checked_out.labels("sqlalchemy").set(in_use)
+        fastdb = request.app.state.fastdb
+        if isinstance(fastdb, AsyncpgDB):
+            stats = fastdb.pool_stats()
+            m.db_pool_size.labels("asyncpg").set(stats.size)
+            m.db_pool_checked_out.labels("asyncpg").set(stats.in_use)
+            m.db_pool_waiters.labels("asyncpg").set(stats.waiters)
         body, content_type = m.render()
         return Response(body, media_type=content_type)
 

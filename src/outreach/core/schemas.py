@@ -202,7 +202,12 @@ def _date_or_time(value: Any) -> Any:
         text = value.strip()
         if len(text) == 10:
             return date.fromisoformat(text)
-        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        try:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: a 422, not an OverflowError
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must lie within years 1..9999 in UTC") from None
     return value
 
 
