@@ -148,7 +148,9 @@ class Settings(BaseSettings):
             return None
         value = value.strip().rstrip("/")
         if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
-            raise ValueError("PUBLIC_BASE_URL must be an http(s) origin such as https://shop.example")
+            raise ValueError(
+                "PUBLIC_BASE_URL must be an http(s) origin such as https://shop.example"
+            )
         return value
 
     @field_validator("app_env_node_id")
