@@ -481,6 +481,10 @@ def _no_kid_signed_by_attacker(ctx: Ctx) -> str:
     return jwt.encode(header, claims(), ctx.attacker, algorithms=["ES256"])
 
 
+def _id_token_typ(ctx: Ctx) -> str:
+    return es256(ctx.key, claims(), typ="id+jwt")  # an OIDC ID token is not an access token
+
+
 def _ten_kilobytes(ctx: Ctx) -> str:
     token = es256(ctx.key, claims(padding="x" * 10 * 1024))
     assert len(token) > MAX_TOKEN_LENGTH
@@ -514,6 +518,7 @@ ATTACKS: dict[str, Callable[[Ctx], str]] = {
     "jku-our-kid": _jku_our_kid,
     "x5u-our-kid": _x5u_our_kid,
     "no-kid-embedded-jwk": _no_kid_signed_by_attacker,
+    "id-token-typ": _id_token_typ,
     "ten-kilobytes": _ten_kilobytes,
 }
 

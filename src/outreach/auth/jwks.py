@@ -7,6 +7,11 @@ requests that miss share one fetch; an unknown `kid` causes at most one refetch 
 That interval counts from the last refetch for a `kid` the JWKS did not have, not from any
 fetch: counting from the first fetch or a TTL refresh (as PyJWKClient does, LIBRARY-NOTES)
 refuses a key rotated just after one for up to `min_refetch` seconds.
+
+The JWKS is untrusted input: a fetch ends within `deadline` seconds in all (the per-phase
+`timeout` alone lets a server that drips a byte at a time hold it for minutes), reads at most
+`max_bytes` of body, and whatever goes wrong reading or parsing it is a failed fetch, never an
+exception in the request.
 """
 
 from __future__ import annotations
@@ -34,12 +39,26 @@ MAX_TOKEN_LENGTH = 8192
 # Verified tokens remembered: how long at most (a removed key stops working within this), how many.
 VERIFIED_TTL = 60.0
 VERIFIED_MAX = 4096
+# `typ` values of an access token, compared lowercased; RFC 7515 4.1.9 lets "application/" be
+# left out. Anything else (an OIDC ID token's "id+jwt", "JOSE", ...) is another kind of token.
+ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+# A JWKS of a few keys is a few kB; more than this is a broken or hostile identity service.
+JWKS_MAX_BYTES = 256 * 1024
+JWKS_DEADLINE = 5.0
 
 log = structlog.get_logger("outreach.auth")
 
 
 class InvalidToken(Exception):
     """The token is not acceptable; the message is safe to log (never the token)."""
+
+
+class JwksTooLarge(ValueError):
+    """The JWKS answer is (or says it is) over the size limit."""
+
+
+class JwksEncoded(ValueError):
+    """The JWKS answer is compressed although we asked for none: refused, never inflated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +94,10 @@ def unverified_header(token: str) -> dict[str, Any]:
         raise InvalidToken("unreadable header")
     if header.get("alg") not in ALGORITHMS:
         raise InvalidToken(f"algorithm {str(header.get('alg'))[:16]!r} not allowed")
+    # Checked before any key lookup: a refused token causes no JWKS fetch and is never cached.
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        raise InvalidToken(f"typ {str(typ)[:16]!r} not allowed")
     return header
 
 
@@ -105,6 +128,8 @@ class JwksCache:
         ttl: float = 300.0,
         min_refetch: float = 30.0,
         timeout: float = 3.0,
+        deadline: float = JWKS_DEADLINE,
+        max_bytes: int = JWKS_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
@@ -112,6 +137,8 @@ class JwksCache:
         self._ttl = ttl
         self._min_refetch = min_refetch
         self._timeout = timeout
+        self._deadline = deadline
+        self._max_bytes = max_bytes
         self._clock = clock
         self._keys: dict[str | None, ECKey] = {}
         self._fetched_at: float | None = None
@@ -177,14 +204,11 @@ class JwksCache:
         self._attempted_at = self._clock()
         self.fetch_count += 1
         try:
-            response = await self._client.get(
-                self.url,
-                timeout=self._timeout,
-                headers={"X-Request-Id": request_id_var.get(), "Accept": "application/json"},
-            )
-            response.raise_for_status()
-            keys = self._parse(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+            async with asyncio.timeout(self._deadline):
+                body = await self._download()
+            # orjson refuses deep nesting with an error (the json module hit RecursionError)
+            keys = self._parse(orjson.loads(body))
+        except Exception as exc:  # noqa: BLE001 - any failure of this untrusted input
             log.warning("JWKS fetch failed", url=self.url, error=type(exc).__name__)
             return
         if not keys:
@@ -193,6 +217,28 @@ class JwksCache:
         self._keys = keys
         self._fetched_at = self._clock()
         log.info("JWKS refreshed", url=self.url, keys=len(keys))
+
+    async def _download(self) -> bytes:
+        headers = {
+            "X-Request-Id": request_id_var.get(),
+            "Accept": "application/json",
+            # a compressed body could inflate far past max_bytes from one small network read
+            "Accept-Encoding": "identity",
+        }
+        request = self._client.stream("GET", self.url, timeout=self._timeout, headers=headers)
+        async with request as response:
+            response.raise_for_status()
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise JwksEncoded(response.headers["content-encoding"][:32])
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise JwksTooLarge(declared)  # refused unread
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise JwksTooLarge(f"over {self._max_bytes}")  # leaving closes the connection
+        return bytes(body)
 
     @staticmethod
     def _parse(document: Any) -> dict[str | None, ECKey]:
