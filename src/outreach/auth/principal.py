@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +14,9 @@ from outreach.auth.jwks import InvalidToken, TokenVerifier, unauthorized
 class AuthPrincipal:
     sub: str
     roles: tuple[str, ...]
+    # The token's `exp` (Unix seconds), for what outlives one request: a Socket.IO session is
+    # ended then (core/realtime.py). When, not who: equality ignores it.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -38,7 +41,9 @@ async def authenticate(verifier: TokenVerifier, token: str | None) -> AuthPrinci
         verified = await verifier.verify(token)
     except InvalidToken as exc:
         raise unauthorized(str(exc), token_given=True) from None
-    return AuthPrincipal(sub=verified.sub, roles=verified.roles)
+    exp = verified.claims.get("exp")
+    expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return AuthPrincipal(sub=verified.sub, roles=verified.roles, expires_at=expires_at)
 
 
 async def current_principal(request: Request) -> AuthPrincipal:

@@ -44,7 +44,7 @@ _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ClockMovedBackwardsError(RuntimeError):
     """The clock went back further than the generator is willing to wait out."""
 
-    def __init__(self, message: str, behind_ms: int) -> None:
+    def __init__(self, message: str, behind_ms: int = 0) -> None:
         super().__init__(message)
         self.behind_ms = behind_ms
 

@@ -4,13 +4,18 @@ With REDIS_URL the events go through Redis so every replica's clients get them. 
 that fails or hangs never fails the request: it is bounded, logged as
 `Socket event service not ready`, counted, and the listener re-subscribes quickly when Redis
 is back (the stock manager backs off up to 60 s). See docs/realtime.md.
+
+A session lasts only as long as its token (exp + the leeway), and a transport that has not
+completed the authenticated connect within CONNECT_TIMEOUT_SECONDS is closed: one timer
+handle each (a heap entry, never a task), so idle clients cost nothing until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -21,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from socketio.packet import Packet
 
-from outreach.auth.jwks import TokenVerifier
+from outreach.auth.jwks import LEEWAY_SECONDS, TokenVerifier
 from outreach.auth.principal import authenticate, bearer_token
 from outreach.core.errors import OutreachError
 from outreach.core.metrics import Metrics
@@ -35,6 +40,11 @@ LISTEN_RETRY_SECONDS = 0.5
 FIRST_SUBSCRIBE_WAIT_SECONDS = 1.0
 # Concurrent publishes at most (a hung Redis holds each one for up to EMIT_TIMEOUT_SECONDS).
 PUBLISH_MAX_CONNECTIONS = 64
+# An engine.io transport (polling or websocket) without an authenticated Socket.IO session on
+# "/" after this long is closed (API.md section 6): otherwise it is held open for nothing.
+CONNECT_TIMEOUT_SECONDS = 10.0
+# A session's expiry timer fires no sooner than this after its connect (see _on_connect).
+MIN_SESSION_SECONDS = 0.5
 
 
 def _keepalive_options() -> dict[int, int]:
@@ -271,8 +281,15 @@ class Realtime:
         redis_url: str | None,
         cors_origins: list[str],
         channel: str = "outreach",
+        session_leeway: float = LEEWAY_SECONDS,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.metrics = metrics
+        self.session_leeway = session_leeway
+        self.connect_timeout = connect_timeout
+        # Authenticated sessions (Socket.IO sid) and the timer ending each at its token's expiry.
+        self._sessions: dict[str, asyncio.TimerHandle | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._verifier = verifier
         self._origins = frozenset(cors_origins)
         self._redis: ResilientRedisManager | None = None
@@ -303,6 +320,9 @@ class Realtime:
         )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
+        # engine.io has one handler per event, python-socketio's own: ours runs in front of it.
+        self._sio_eio_connect = self.sio.eio.handlers["connect"]
+        self.sio.eio.on("connect", self._on_eio_connect)
 
     def _origin_allowed(self, origin: str | None, environ: Mapping[str, Any]) -> bool:
         """engine.io's origin check: a configured origin, or the request's own origin (its
@@ -318,7 +338,9 @@ class Realtime:
             schemes.add(str(forwarded).split(",")[0].strip())
         return origin in {f"{scheme}://{host}" for scheme in schemes}
 
-    async def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+    async def _on_connect(
+        self, sid: str, environ: Mapping[str, Any], auth: Any = None
+    ) -> bool | None:
         token: str | None = None
         if isinstance(auth, dict) and isinstance(auth.get("token"), str):
             token = auth["token"].strip()
@@ -331,17 +353,105 @@ class Realtime:
             # socketio's own exception: its message reaches the client's `connect_error`
             # (the builtin ConnectionRefusedError arrives as "Connection refused by server").
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+        deadline = None
+        if principal.expires_at is not None:
+            deadline = principal.expires_at + self.session_leeway
+            if deadline <= time.time():  # within the verifier's leeway, past the session's
+                raise socketio.exceptions.ConnectionRefusedError("unauthorized")
         rooms = [f"role:{role}" for role in principal.roles] + [f"user:{principal.sub}"]
         for room in rooms:
             await self.sio.enter_room(sid, room)
         await self.sio.save_session(sid, {"sub": principal.sub})
         if self._redis is not None:
             await self._redis.wait_first_subscription(FIRST_SUBSCRIBE_WAIT_SECONDS)
+        if self.sio.manager.eio_sid_from_sid(sid, "/") not in self.sio.eio.sockets:
+            # The transport closed while this waited (no disconnect event comes for a sid still
+            # connecting): refused, so that neither the sid nor a timer is left behind.
+            return False
+        self._sessions[sid] = None
+        if deadline is not None:
+            # Not sooner than MIN_SESSION_SECONDS: python-socketio ignores a disconnect of a
+            # sid whose connect it has not finished (after this handler returns).
+            delay = max(deadline - time.time(), MIN_SESSION_SECONDS)
+            self._sessions[sid] = asyncio.get_running_loop().call_later(
+                delay, self._expire, sid, principal.sub
+            )
         self.metrics.realtime_clients.inc()
         log.info("Realtime client connected", sub=principal.sub, rooms=orjson.dumps(rooms).decode())
+        return None
 
-    async def _on_disconnect(self, _sid: str, *_: Any) -> None:
+    def _expire(self, sid: str, sub: str) -> None:
+        """The token has expired: a Socket.IO-level disconnect ("io server disconnect"), after
+        which clients do not reconnect by themselves with the same dead token."""
+        if sid not in self._sessions:
+            return
+        del self._sessions[sid]
         self.metrics.realtime_clients.dec()
+        log.info("Realtime session expired", sub=sub)
+        # ignore_queue: the sid is this replica's own, no need to go through Redis.
+        self._spawn(self.sio.disconnect(sid, ignore_queue=True))
+
+    async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        if sid in self._sessions:
+            timer = self._sessions.pop(sid)
+            if timer is not None:
+                timer.cancel()
+            self.metrics.realtime_clients.dec()
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            # The transport may stay open without a session (a client disconnecting "/" only,
+            # or ignoring its expiry): it has the same time as a new one to connect again.
+            self._arm_connect_deadline(eio_sid)
+
+    async def _on_eio_connect(self, eio_sid: str, environ: Mapping[str, Any]) -> Any:
+        self._arm_connect_deadline(eio_sid)
+        return await self._sio_eio_connect(eio_sid, environ)
+
+    def _arm_connect_deadline(self, eio_sid: str) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.connect_timeout, self._connect_deadline, eio_sid)
+
+    def _connect_deadline(self, eio_sid: str) -> None:
+        if eio_sid not in self.sio.eio.sockets:
+            return  # closed already
+        if self.sio.manager.sid_from_eio_sid(eio_sid, "/") in self._sessions:
+            return
+        log.info(
+            "Realtime transport closed: no authenticated connect", timeout=self.connect_timeout
+        )
+        self._spawn(self._close_transport(eio_sid))
+
+    async def _close_transport(self, eio_sid: str) -> None:
+        """Close one engine.io session: its close packet (`1`) queued, the session gone.
+
+        Not `eio.disconnect(sid)`: that waits until the client has taken the close packet,
+        forever for a polling client that never polls again (one hung task each, and a hung
+        shutdown). And engine.io ends a websocket only when the client closes it upon that
+        packet, or after ping_interval + ping_timeout (45 s): here it is ended at once, as
+        engine.io's own reader does at its end (an empty item stops the writer, which sends
+        the close packet it has, then closes the websocket).
+        """
+        eio = self.sio.eio
+        socket_ = eio.sockets.get(eio_sid)
+        if socket_ is None:
+            return
+        await socket_.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        eio.sockets.pop(eio_sid, None)
+        if socket_.upgraded:
+            socket_.queue.put_nowait(None)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        """Run a disconnect in the background (a timer callback cannot await), kept referenced."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # noqa: BLE001 - the client is gone either way
+                log.warning("Realtime disconnect failed", error=type(exc).__name__)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def emit(
         self, event: str, payload: Mapping[str, Any], rooms: Iterable[str], **fields: Any
@@ -371,13 +481,16 @@ class Realtime:
         A Socket.IO-level disconnect would tell socket.io-client "io server disconnect", after
         which it does not reconnect by itself; a closed transport ("transport close") does.
         """
-        try:
-            if self.sio.eio.sockets:
-                await self.sio.eio.disconnect()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("Realtime disconnect failed", error=type(exc).__name__)
+        closing = [self._close_transport(eio_sid) for eio_sid in list(self.sio.eio.sockets)]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("Realtime disconnect failed", error=type(result).__name__)
 
     async def close(self) -> None:
         await self.disconnect_all()
+        for timer in self._sessions.values():
+            if timer is not None:
+                timer.cancel()
+        self._sessions.clear()
         if self._redis is not None:
             await self._redis.aclose()
