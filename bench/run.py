@@ -412,7 +412,9 @@ def main() -> int:
             **{
                 k: v
                 for k, v in os.environ.items()
-                if not k.startswith(("APP_", "DATABASE_", "REDIS_", "JWKS_", "JWT_", "TOKEN_", "PUBLIC_"))
+                if not k.startswith(
+                    ("APP_", "DATABASE_", "REDIS_", "JWKS_", "JWT_", "TOKEN_", "PUBLIC_")
+                )
             },
             "APP_ENV": "production",
             "DATABASE_URL": database_url(),

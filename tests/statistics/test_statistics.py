@@ -21,7 +21,7 @@ from sqlalchemy import event, update
 from outreach.core.text import search_key
 from outreach.inquiries.models import Inquiry
 from outreach.subscribers.models import Subscriber
-from outreach.subscribers.tokens import new_token
+from outreach.subscribers.tokens import new_selector
 from tests.support import BASE, Api
 
 INQ = f"{BASE}/statistics/inquiries"
@@ -62,7 +62,6 @@ async def add_inquiries(
 async def add_subscriber(
     api: Api, subscribed: datetime, left: datetime | None = None, *, deleted: bool = False
 ) -> None:
-    selector, token = new_token()
     async with api.app.state.sessionmaker() as session:
         session.add(
             Subscriber(
@@ -71,8 +70,7 @@ async def add_subscriber(
                 status="UNSUBSCRIBED" if left else "ACTIVE",
                 subscribed_at=subscribed,
                 unsubscribed_at=left,
-                unsubscribe_selector=selector,
-                unsubscribe_token=token,
+                unsubscribe_selector=new_selector(),
                 search_text=search_key("stat"),
                 created_at=subscribed,
                 updated_at=left or subscribed,

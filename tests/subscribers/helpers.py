@@ -10,6 +10,8 @@ import re
 import httpx
 import pytest
 
+from outreach.subscribers.models import Subscriber
+from outreach.subscribers.tokens import make_token, token_secrets
 from tests.support import BASE, Api, Recorder
 
 SUBSCRIBERS = f"{BASE}/subscribers"
@@ -73,3 +75,8 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
 
 def fields(response: httpx.Response) -> list[str]:
     return [e["field"] for e in response.json().get("errors") or []]
+
+
+def token_of(api: Api, row: Subscriber) -> str:
+    """The subscriber's unsubscribe token, derived as the export derives it (none is stored)."""
+    return make_token(token_secrets(api.settings), row.unsubscribe_selector)

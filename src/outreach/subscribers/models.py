@@ -26,10 +26,12 @@ class Subscriber(Base):
     status: Mapped[str] = mapped_column(String(16))
     subscribed_at: Mapped[datetime]
     unsubscribed_at: Mapped[datetime | None]
-    # The secret unsubscribe token (see docs/adr/0002). Looked up by its first characters
-    # (the selector), then compared in full in constant time.
-    unsubscribe_selector: Mapped[str] = mapped_column(String(16))
-    unsubscribe_token: Mapped[str] = mapped_column(String(64))
+    # The unsubscribe token is derived from this and TOKEN_SECRET, never stored
+    # (subscribers/tokens.py, docs/adr/0002): a dump cannot make a working link.
+    unsubscribe_selector: Mapped[str] = mapped_column(String(32))
+    # SHA-256 of a token issued before migration 0007, so old links keep working until a
+    # new selector is issued (which clears it).
+    legacy_token_hash: Mapped[str | None] = mapped_column(String(64))
     search_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

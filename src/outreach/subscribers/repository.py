@@ -16,13 +16,14 @@ from outreach.subscribers.models import Subscriber, SubscriberStatus
 
 _t = table_of(Subscriber)
 COLUMNS = tuple(c.name for c in _t.columns)
-PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "unsubscribe_token")
+PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "legacy_token_hash")
 PUBLIC_NAMES = tuple(c.name for c in PUBLIC_COLUMNS)
 
 
 def _upsert(stmt: Any) -> Any:
     new = stmt.excluded
-    # New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new token (the old one dies).
+    # New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new selector, so the old
+    # token (derived or legacy) dies; no token is stored, none is computed here.
     # ACTIVE: the WHERE leaves it untouched and nothing is returned.
     return stmt.on_conflict_do_update(
         index_elements=["email"],
@@ -34,7 +35,7 @@ def _upsert(stmt: Any) -> Any:
             "subscribed_at": new.subscribed_at,
             "unsubscribed_at": None,
             "unsubscribe_selector": new.unsubscribe_selector,
-            "unsubscribe_token": new.unsubscribe_token,
+            "legacy_token_hash": None,
             "search_text": new.search_text,
             "updated_at": new.updated_at,
         },
@@ -54,7 +55,7 @@ SUBSCRIBE_GROUPED = {
     )
     for dialect, stmt in SUBSCRIBE.items()
 }
-FIND_BY_SELECTOR = select(_t.c.id, _t.c.unsubscribe_token, _t.c.status).where(
+FIND_BY_SELECTOR = select(_t.c.id, _t.c.legacy_token_hash, _t.c.status).where(
     _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
 )
 UNSUBSCRIBE = (
@@ -121,14 +122,14 @@ EXPORT_COLUMNS = (
     "source",
     "subscribed_at",
     "unsubscribed_at",
-    "unsubscribe_token",
+    "unsubscribe_selector",
 )
 
 
 def export_query(
     dialect: str, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """Every row the list with the same filters shows, with the unsubscribe token."""
+    """Every row the list with the same filters shows, with the selector of its link."""
     names = [s.value for s in statuses] if statuses else None
     shape, params = list_filter(dialect, query, statuses=names)
     return rows_statement(_t, EXPORT_COLUMNS, shape), params

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.types import Receive, Scope, Send
 
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
@@ -37,6 +38,7 @@ from outreach.subscribers.schemas import (
     Unsubscribed,
     UnsubscribeIn,
 )
+from outreach.subscribers.service import ExportStream
 from outreach.subscribers.service import subscriber as subscriber_service
 
 router = APIRouter(route_class=ContentTypeRoute)
@@ -171,6 +173,21 @@ async def create_subscriber(
     return SubscriberOut.model_validate(await subscriber_service.create(session, rt, body))
 
 
+class ExportResponse(StreamingResponse):
+    """The CSV stream, closed however the response ends (the client may leave, or never
+    get the first byte), so the cursor's connection goes back and the end line is logged."""
+
+    def __init__(self, stream: ExportStream, **kwargs: Any) -> None:
+        super().__init__(stream, **kwargs)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stream.close()
+
+
 @router.get(
     "/subscribers/export",
     tags=["subscribers"],
@@ -196,8 +213,10 @@ async def export_subscribers(
         created_from=listing.created_from,
         created_to=listing.created_to,
     )
-    stream = subscriber_service.export_csv(request.app.state.engine, rt, live, status, actor)
-    return StreamingResponse(
+    # Awaited here: the query runs and the first rows are read before the answer starts, so
+    # a database that fails now answers problem+json (503/500) instead of a 200 and no rows.
+    stream = await subscriber_service.export_csv(request.app.state.engine, rt, live, status, actor)
+    return ExportResponse(
         stream,
         media_type="text/csv; charset=utf-8",
         headers={

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -29,7 +30,13 @@ from outreach.subscribers.schemas import (
     SubscriberCreate,
     SubscriberUpdate,
 )
-from outreach.subscribers.tokens import new_token, same_token, selector_of
+from outreach.subscribers.tokens import (
+    is_valid,
+    make_token,
+    new_selector,
+    selector_of,
+    token_secrets,
+)
 
 log = structlog.get_logger("outreach.subscribers")
 
@@ -46,6 +53,7 @@ CSV_HEADER = [
 ]
 # Spreadsheets run cells starting with these as formulas (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CHUNK_BYTES = 32_768
 
 
 def to_out(row: Any) -> dict[str, Any]:
@@ -90,7 +98,6 @@ class SubscriberService:
 
         async def work(conn: FastConn) -> tuple[int, bytes]:
             now = utcnow()
-            selector, token = new_token()
             row = await repository.subscribe(
                 conn,
                 rt.fastdb.dialect,
@@ -102,8 +109,9 @@ class SubscriberService:
                     "status": SubscriberStatus.ACTIVE.value,
                     "subscribed_at": now,
                     "unsubscribed_at": None,
-                    "unsubscribe_selector": selector,
-                    "unsubscribe_token": token,
+                    # The token is derived from this when a link is made: nothing to compute.
+                    "unsubscribe_selector": new_selector(),
+                    "legacy_token_hash": None,
                     "search_text": search_key(body.email, body.name),
                     "created_at": now,
                     "updated_at": now,
@@ -126,7 +134,11 @@ class SubscriberService:
         """Deactivate the subscriber holding `token`; NotFound for any other token."""
         selector = selector_of(token)
         found = await repository.find_by_selector(rt.fastdb, selector) if selector else None
-        if found is None or not same_token(found["unsubscribe_token"], token):
+        if (
+            selector is None
+            or found is None
+            or not is_valid(token_secrets(rt.settings), selector, found["legacy_token_hash"], token)
+        ):
             raise NotFound("Unknown or expired unsubscribe link")
         if found["status"] == SubscriberStatus.UNSUBSCRIBED.value:
             return
@@ -165,7 +177,6 @@ class SubscriberService:
         if await repository.live_email_taken(session, body.email):
             raise EmailTaken("A subscriber with this email exists")
         now = utcnow()
-        selector, token = new_token()
         subscriber = Subscriber(
             id=rt.ids.next_id(),
             email=body.email,
@@ -174,8 +185,8 @@ class SubscriberService:
             status=SubscriberStatus.ACTIVE.value,
             subscribed_at=now,
             unsubscribed_at=None,
-            unsubscribe_selector=selector,
-            unsubscribe_token=token,
+            unsubscribe_selector=new_selector(),
+            legacy_token_hash=None,
             search_text=search_key(body.email, body.name),
             created_at=now,
             updated_at=now,
@@ -205,7 +216,9 @@ class SubscriberService:
             if body.status == SubscriberStatus.ACTIVE:
                 subscriber.subscribed_at = now
                 subscriber.unsubscribed_at = None
-                subscriber.unsubscribe_selector, subscriber.unsubscribe_token = new_token()
+                # A new selector kills the old token, derived or legacy.
+                subscriber.unsubscribe_selector = new_selector()
+                subscriber.legacy_token_hash = None
                 event = "subscriber.subscribed"
             else:
                 subscriber.unsubscribed_at = now
@@ -245,11 +258,31 @@ class SubscriberService:
         query: ListQuery,
         statuses: list[SubscriberStatus] | None,
         actor: AuthPrincipal,
-    ) -> AsyncIterator[bytes]:
-        """The CSV, streamed from a server-side cursor; one audit line at the end."""
-        base = (
-            f"{rt.settings.public_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
-        )
+    ) -> ExportStream:
+        """The CSV export, started: its query has run and its first chunk is read, so a
+        database failing at the start raises here, before anything is sent (problem+json).
+        A failure later raises ExportAborted from the stream. Logged at start and at end."""
+        log.info("Subscribers export started", exportedBy=actor.sub, **_filters(query, statuses))
+        tally = _Tally()
+        chunks = self._chunks(engine, rt, query, statuses, tally)
+        try:
+            first = await anext(chunks)
+        except BaseException as exc:
+            _log_end(actor, tally, type(exc).__name__)
+            raise
+        return ExportStream(first, chunks, tally, actor)
+
+    async def _chunks(
+        self,
+        engine: AsyncEngine,
+        rt: Runtime,
+        query: ListQuery,
+        statuses: list[SubscriberStatus] | None,
+        tally: _Tally,
+    ) -> AsyncGenerator[bytes, None]:
+        """The CSV in chunks of about CHUNK_BYTES, from a server-side cursor."""
+        base = f"{rt.settings.public_url}{rt.settings.base_path}/subscribers/unsubscribe?token="
+        keys = token_secrets(rt.settings)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(CSV_HEADER)
@@ -267,16 +300,94 @@ class SubscriberService:
                         csv_cell(row.source),
                         csv_cell(row.subscribed_at),
                         csv_cell(row.unsubscribed_at),
-                        base + row.unsubscribe_token,
+                        # Derived, so every row gets a working link, pre-0007 ones included.
+                        base + make_token(keys, row.unsubscribe_selector),
                     ]
                 )
                 count += 1
-                if buffer.tell() > 32_768:
+                if buffer.tell() > CHUNK_BYTES:
+                    tally.rows = count
                     yield buffer.getvalue().encode()
                     buffer.seek(0)
                     buffer.truncate()
+        tally.rows = count
         yield buffer.getvalue().encode()
-        log.info("Subscribers exported", exportedBy=actor.sub, rows=count)
+
+
+class ExportAborted(Exception):
+    """Raised from the CSV stream after its first bytes went out. The server then closes the
+    connection without the chunked body's last chunk, so the client sees a broken download,
+    never a short file that looks complete. No handler knows this type, so none tries to
+    send an error answer after the response has started."""
+
+
+class ExportStream:
+    """A started export's chunks, iterated once. close() ends it however it went (done, a
+    failure, a client that left, never iterated): the cursor's connection is released and
+    the end line written, once."""
+
+    def __init__(
+        self, first: bytes, chunks: AsyncGenerator[bytes, None], tally: _Tally, actor: AuthPrincipal
+    ) -> None:
+        self._first = first
+        self._chunks = chunks
+        self._tally = tally
+        self._actor = actor
+        self._error: str | None = "NotRead"
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            yield self._first
+            async for chunk in self._chunks:
+                yield chunk
+            self._error = None
+        except BaseException as exc:  # GeneratorExit, CancelledError: the client left
+            self._error = type(exc).__name__
+            if isinstance(exc, Exception):
+                # Not the driver's own error: the app's handlers know those and would try to
+                # answer after the response started. `from None`: its text may hold data.
+                raise ExportAborted("The export failed part-way") from None
+            raise
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._chunks.aclose()
+            _log_end(self._actor, self._tally, self._error)
+
+
+@dataclass(slots=True)
+class _Tally:
+    rows: int = 0  # in the chunks handed to the server
+
+
+def _filters(query: ListQuery, statuses: list[SubscriberStatus] | None) -> dict[str, Any]:
+    """The export's filters for its log line: `q` is personal data (part of an address or a
+    name), so only whether one was given."""
+    given: dict[str, Any] = {"search": query.q is not None, "order": query.order}
+    if statuses:
+        given["status"] = ",".join(s.value for s in statuses)
+    if query.created_from is not None:
+        given["createdFrom"] = format_time(query.created_from)
+    if query.created_to is not None:
+        given["createdTo"] = format_time(query.created_to)
+    return given
+
+
+def _log_end(actor: AuthPrincipal, tally: _Tally, error: str | None) -> None:
+    if error is None:
+        log.info("Subscribers exported", exportedBy=actor.sub, rows=tally.rows, outcome="complete")
+    else:
+        log.warning(
+            "Subscribers exported",
+            exportedBy=actor.sub,
+            rows=tally.rows,
+            outcome="failed",
+            error=error,
+        )
 
 
 subscriber = SubscriberService()
