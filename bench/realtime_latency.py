@@ -171,7 +171,7 @@ class Bench:
         import asyncpg
 
         from outreach.config import Settings
-        from outreach.core.migrate import migrate
+        from outreach.db.migrate import migrate
 
         admin = await asyncpg.connect(PG_ADMIN, timeout=5)
         try:

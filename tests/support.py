@@ -22,9 +22,9 @@ from joserfc.jwk import ECKey
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
-from outreach.core.ids import SnowflakeGenerator
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.logging import configure_logging
-from outreach.core.migrate import migrate
+from outreach.db.migrate import migrate
 from outreach.main import create_app
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")

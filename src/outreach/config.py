@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from outreach.core.ids import parse_worker_id
+from outreach.ids.snowflake import parse_worker_id
 
 # Variables that may instead name a file holding the value (Kubernetes Secret mounts).
 SECRET_VARIABLES = (

@@ -25,22 +25,22 @@ from outreach.auth.devkeys import load_or_create_key
 from outreach.auth.jwks import JwksCache, KeyProvider, StaticKeys, TokenVerifier
 from outreach.auth.permissions import Authorizer
 from outreach.config import Settings, get_settings
-from outreach.core.docs import docs_router
+from outreach.http.docs import docs_router
 from outreach.core.errors import Problem, install_error_handlers
-from outreach.core.events import Events
-from outreach.core.fastdb import make_fastdb
-from outreach.core.http import RequestContextMiddleware
-from outreach.core.idempotency import purge_expired
-from outreach.core.ids import SnowflakeGenerator
-from outreach.core.leases import LeasedIds, LeaseError
+from outreach.realtime.events import Events
+from outreach.db.fast import make_fastdb
+from outreach.http.middleware import RequestContextMiddleware
+from outreach.idempotency.service import purge_expired
+from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.ids.leases import LeasedIds, LeaseError
 from outreach.core.metrics import get_metrics
-from outreach.core.probes import metrics_router, probe_router
-from outreach.core.public import DOCUMENTED_MODELS, PublicFastLane
-from outreach.core.ratelimit import make_rate_limiter
-from outreach.core.realtime import Realtime
-from outreach.core.routing import ContentTypeRoute
-from outreach.core.runtime import Runtime
-from outreach.db import make_engine, make_sessionmaker
+from outreach.http.probes import metrics_router, probe_router
+from outreach.http.public import DOCUMENTED_MODELS, PublicFastLane
+from outreach.http.ratelimit import make_rate_limiter
+from outreach.realtime.server import Realtime
+from outreach.http.routing import ContentTypeRoute
+from outreach.state import Runtime
+from outreach.db.base import make_engine, make_sessionmaker
 from outreach.inquiries.router import router as inquiries_router
 from outreach.inquiries.router import submit_inquiry
 from outreach.statistics.router import router as statistics_router

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from outreach.auth.permissions import SEED_POLICY, Authorizer
 from outreach.config import Settings
-from outreach.core.migrate import migrate
-from outreach.db import make_engine
+from outreach.db.migrate import migrate
+from outreach.db.base import make_engine
 from tests.auth.test_jwks import JwksServer, b64json, jwk_public
 from tests.support import BASE, PG_ADMIN, Api, make_settings, start_api, unique_email
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from outreach.core.migrate import head_revision
+from outreach.db.migrate import head_revision
 from tests.support import BASE, PG_ADMIN, Server
 
 OUTREACH = [sys.executable, "-m", "outreach.cli"]
@@ -134,7 +134,7 @@ async def test_concurrent_first_migrations(fresh_pg: str) -> None:
 def test_the_head_read_from_the_files_is_alembics() -> None:
     from alembic.script import ScriptDirectory
 
-    from outreach.core.migrate import alembic_config
+    from outreach.db.migrate import alembic_config
 
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from outreach.db import utcnow
+from outreach.db.base import utcnow
 from outreach.inquiries import repository
 from outreach.inquiries.models import Inquiry
 from tests.support import Api, unique_email

@@ -204,7 +204,7 @@ def test_a_zoned_ipv6_address_is_stored_without_its_zone(
     """A link-local address ("fe80::1%<interface>") could overflow the 45-character column."""
     from starlette.requests import Request
 
-    from outreach.core.client import client_ip
+    from outreach.http.client import client_ip
 
     class State:
         settings = type("S", (), {"trusted_proxies": trusted})()

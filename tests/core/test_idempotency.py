@@ -8,9 +8,9 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import delete, func, insert, select, update
 
-from outreach.core.idempotency import purge_expired, request_hash
-from outreach.core.models import IdempotencyKey
-from outreach.db import utcnow
+from outreach.idempotency.service import purge_expired, request_hash
+from outreach.idempotency.models import IdempotencyKey
+from outreach.db.base import utcnow
 from outreach.inquiries.schemas import InquirySubmit
 from tests.support import BASE, Api, unique_email
 

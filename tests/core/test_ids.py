@@ -4,7 +4,7 @@ from itertools import pairwise
 
 import pytest
 
-from outreach.core.ids import (
+from outreach.ids.snowflake import (
     EPOCH_MS,
     MAX_SEQUENCE,
     MAX_TIMESTAMP,

@@ -27,8 +27,8 @@ import pytest
 from redis.asyncio import Redis
 
 from outreach.core.errors import Unavailable
-from outreach.core.ids import MAX_WORKER_ID, parse_id
-from outreach.core.leases import LEASE_PREFIX, IdsUnavailable, LeasedIds, LeaseError
+from outreach.ids.snowflake import MAX_WORKER_ID, parse_id
+from outreach.ids.leases import LEASE_PREFIX, IdsUnavailable, LeasedIds, LeaseError
 from outreach.main import create_app
 from tests.support import BASE, REDIS_URL, Server, free_port, make_settings
 
@@ -362,7 +362,7 @@ async def test_lease_lost_answers_503_on_submit_and_readyz(
 
 HOLDER = """
 import asyncio, sys
-from outreach.core.leases import LeasedIds
+from outreach.ids.leases import LeasedIds
 from outreach.core.logging import configure_logging
 
 configure_logging("warning", "logfmt", sys.stderr)

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 import outreach.models  # noqa: F401 - every table on the metadata
-from outreach.db import Base
+from outreach.db.base import Base
 from tests.support import Api
 
 # Created by the migration in SQL the models cannot express (see the migration's comments).

@@ -29,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
-from outreach.core.ids import SnowflakeGenerator
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.logging import configure_logging
-from outreach.core.migrate import migrate
+from outreach.db.migrate import migrate
 from outreach.inquiries.service import inquiry as inquiry_service
 from outreach.main import create_app
 from tests.support import BASE, Api, Server, make_settings, start_api, unique_email

@@ -31,9 +31,9 @@ from websockets.exceptions import ConnectionClosed
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.auth.jwks import LEEWAY_SECONDS, StaticKeys, TokenVerifier
-from outreach.core.ids import SnowflakeGenerator
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.metrics import Metrics
-from outreach.core.realtime import CONNECT_TIMEOUT_SECONDS, Realtime
+from outreach.realtime.server import CONNECT_TIMEOUT_SECONDS, Realtime
 from outreach.main import create_asgi
 from tests.realtime.cluster import SOCKETIO_PATH, NodeClient, SioClient, wait_until
 from tests.support import REDIS_URL, free_port, make_settings

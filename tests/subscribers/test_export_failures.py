@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
-from outreach.core.migrate import migrate
+from outreach.db.migrate import migrate
 from tests.subscribers.helpers import SUBSCRIBERS, assert_problem
 from tests.support import BASE, PG_ADMIN, Api, Server, make_settings, unique_email
 

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from sqlalchemy import select
 
-from outreach.core.fastdb import _Batcher
+from outreach.db.fast import _Batcher
 from outreach.subscribers.models import Subscriber
 from tests.subscribers.helpers import (
     OUT_FIELDS,

@@ -24,8 +24,8 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from outreach.config import ConfigError
-from outreach.core.migrate import alembic_config, migrate
-from outreach.db import UTCDateTime, make_engine, utcnow
+from outreach.db.migrate import alembic_config, migrate
+from outreach.db.base import UTCDateTime, make_engine, utcnow
 from outreach.subscribers.tokens import (
     LOCAL_SECRET_FILE,
     local_secret,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outreach.db import Base
+from outreach.db.base import Base
 
 
 class CasbinRule(Base):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from outreach.auth.models import CasbinRule
 from outreach.auth.principal import AuthPrincipal, current_principal
 from outreach.core.errors import Forbidden
-from outreach.db import table_of
+from outreach.db.base import table_of
 
 MODEL_PATH = Path(__file__).with_name("model.conf")
 

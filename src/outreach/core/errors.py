@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from outreach.core.context import request_id_var
-from outreach.core.ids import ClockMovedBackwardsError
+from outreach.ids.snowflake import ClockMovedBackwardsError
 
 PROBLEM_BASE = "https://outreach.example/problems/"
 PROBLEM_JSON = "application/problem+json"

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outreach.db import Base
+from outreach.db.base import Base
 
 
 class InquiryStatus(enum.StrEnum):

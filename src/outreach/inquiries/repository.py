@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.core.listing import ListQuery, fetch_page
-from outreach.db import table_of
+from outreach.db.fast import FastConn, FastDB, Grouped, Row, unnest_insert
+from outreach.db.listing import ListQuery, fetch_page
+from outreach.db.base import table_of
 from outreach.inquiries.models import Inquiry, InquiryStatus
 
 _t = table_of(Inquiry)

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query, Request, Response
 
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
-from outreach.core.client import client_ip, user_agent
+from outreach.http.client import client_ip, user_agent
 from outreach.core.errors import problem_responses
-from outreach.core.idempotency import answer
-from outreach.core.listing import ListQuery, include_deleted_dependency, list_query_dependency
-from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
-from outreach.core.routing import ContentTypeRoute
-from outreach.core.runtime import RuntimeDep
-from outreach.db import SessionDep
+from outreach.idempotency.service import answer
+from outreach.db.listing import ListQuery, include_deleted_dependency, list_query_dependency
+from outreach.http.public import idempotency_key, json_body, json_body_doc, public_guard
+from outreach.http.routing import ContentTypeRoute
+from outreach.state import RuntimeDep
+from outreach.db.base import SessionDep
 from outreach.inquiries.models import InquiryStatus
 from outreach.inquiries.schemas import (
     BulkStatus,

@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import InvalidTransition, NotFound
-from outreach.core.fastdb import FastConn, FastDB
-from outreach.core.idempotency import Outcome, run_once
-from outreach.core.listing import ListQuery, page_body
-from outreach.core.runtime import Runtime
+from outreach.db.fast import FastConn, FastDB
+from outreach.idempotency.service import Outcome, run_once
+from outreach.db.listing import ListQuery, page_body
+from outreach.state import Runtime
 from outreach.core.schemas import format_time, parse_id
 from outreach.core.text import search_key
-from outreach.db import after_commit, utcnow
+from outreach.db.base import after_commit, utcnow
 from outreach.inquiries import repository
 from outreach.inquiries.models import TRANSITIONS, Inquiry, InquiryStatus
 from outreach.inquiries.schemas import (

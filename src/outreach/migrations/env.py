@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import outreach.models  # noqa: F401 - registers every table on Base.metadata
-from outreach.db import Base
+from outreach.db.base import Base
 
 target_metadata = Base.metadata
 

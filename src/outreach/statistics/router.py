@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import problem_responses
-from outreach.core.routing import ContentTypeRoute
-from outreach.core.runtime import RuntimeDep
+from outreach.http.routing import ContentTypeRoute
+from outreach.state import RuntimeDep
 from outreach.core.schemas import json_response
-from outreach.db import SessionDep, utcnow
+from outreach.db.base import SessionDep, utcnow
 from outreach.statistics.schemas import InquiryStatistics, Interval, SubscriberStatistics
 from outreach.statistics.service import Window, window
 from outreach.statistics.service import statistics as statistics_service

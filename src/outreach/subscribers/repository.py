@@ -9,9 +9,9 @@ from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.core.fastdb import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.core.listing import ListQuery, fetch_page, list_filter, rows_statement
-from outreach.db import table_of
+from outreach.db.fast import FastConn, FastDB, Grouped, Row, unnest_insert
+from outreach.db.listing import ListQuery, fetch_page, list_filter, rows_statement
+from outreach.db.base import table_of
 from outreach.subscribers.models import Subscriber, SubscriberStatus
 
 _t = table_of(Subscriber)

@@ -21,12 +21,12 @@ from outreach.core.errors import (
     problem_responses,
     validation_errors,
 )
-from outreach.core.idempotency import answer
-from outreach.core.listing import ListQuery, include_deleted_dependency, list_query_dependency
-from outreach.core.public import idempotency_key, json_body, json_body_doc, public_guard
-from outreach.core.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
-from outreach.core.runtime import RuntimeDep
-from outreach.db import SessionDep
+from outreach.idempotency.service import answer
+from outreach.db.listing import ListQuery, include_deleted_dependency, list_query_dependency
+from outreach.http.public import idempotency_key, json_body, json_body_doc, public_guard
+from outreach.http.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
+from outreach.state import RuntimeDep
+from outreach.db.base import SessionDep
 from outreach.subscribers.models import SubscriberStatus
 from outreach.subscribers.schemas import (
     Accepted,

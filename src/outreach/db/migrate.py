@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outreach.auth.permissions import seed_policy
 from outreach.config import Settings
-from outreach.db import make_engine
+from outreach.db.base import make_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -20,9 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from starlette.responses import Response
 
 from outreach.core.errors import IdempotencyInFlight, IdempotencyKeyReused
-from outreach.core.fastdb import FastConn, FastDB
-from outreach.core.models import IdempotencyKey
-from outreach.db import table_of, utcnow
+from outreach.db.fast import FastConn, FastDB
+from outreach.idempotency.models import IdempotencyKey
+from outreach.db.base import table_of, utcnow
 
 TTL = timedelta(hours=24)
 STALE_AFTER = timedelta(seconds=60)

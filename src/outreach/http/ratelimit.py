@@ -17,7 +17,7 @@ from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from outreach.core.client import client_ip
+from outreach.http.client import client_ip
 from outreach.core.errors import RateLimited
 
 log = structlog.get_logger("outreach.ratelimit")

@@ -28,8 +28,8 @@ from outreach.core.errors import (
     handle_unexpected,
     validation_errors,
 )
-from outreach.core.ratelimit import public_rate_limit
-from outreach.core.routing import JSON_TYPES, media_type
+from outreach.http.ratelimit import public_rate_limit
+from outreach.http.routing import JSON_TYPES, media_type
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]

@@ -10,7 +10,7 @@ import orjson
 import structlog
 
 from outreach.auth.permissions import Authorizer
-from outreach.core.realtime import Realtime
+from outreach.realtime.server import Realtime
 
 log = structlog.get_logger("outreach.events")
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from outreach.core.errors import Unavailable
-from outreach.core.ids import MAX_WORKER_ID, SnowflakeGenerator
+from outreach.ids.snowflake import MAX_WORKER_ID, SnowflakeGenerator
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from outreach.core.fastdb import AsyncpgDB
-from outreach.core.migrate import current_revision, head_revision
+from outreach.db.fast import AsyncpgDB
+from outreach.db.migrate import current_revision, head_revision
 
 CHECK_TIMEOUT = 2.0
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outreach.db import Base
+from outreach.db.base import Base
 
 
 class IdempotencyKey(Base):

@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 
 from outreach.auth.permissions import Authorizer
 from outreach.config import Settings
-from outreach.core.events import Events
-from outreach.core.fastdb import FastDB
-from outreach.core.ids import SnowflakeGenerator
-from outreach.core.leases import LeasedIds
+from outreach.realtime.events import Events
+from outreach.db.fast import FastDB
+from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.ids.leases import LeasedIds
 from outreach.core.metrics import Metrics
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from outreach.auth.permissions import Authorizer, get_authorizer
 from outreach.auth.principal import AuthPrincipal, current_principal
 from outreach.core.errors import Forbidden
-from outreach.core.fastdb import FastDB, Row
+from outreach.db.fast import FastDB, Row
 from outreach.core.schemas import DateOrTime, decode_cursor, encode_cursor, time_bound
 from outreach.core.text import like_pattern
 
