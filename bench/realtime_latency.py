@@ -171,7 +171,7 @@ class Bench:
         import asyncpg
 
         from outreach.config import Settings
-        from outreach.db.migrate import migrate
+        from outreach.models import migrate
 
         admin = await asyncpg.connect(PG_ADMIN, timeout=5)
         try:

@@ -22,10 +22,11 @@ from joserfc.jwk import ECKey
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
-from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.logging import configure_logging
-from outreach.db.migrate import migrate
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.main import create_app
+from outreach.models import migrate
+from outreach.state import State
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -111,8 +112,14 @@ class Api:
     def owner(self) -> dict[str, str]:
         return self.auth("OWNER", sub="owner-1")
 
+    @property
+    def state(self) -> State:
+        """The app's State (outreach/state.py)."""
+        state: State = self.app.state.outreach
+        return state
+
     async def drain_events(self) -> None:
-        await self.app.state.events.drain()
+        await self.state.events.drain()
 
 
 _worker_ids = iter(range(100, 1000))
@@ -179,7 +186,7 @@ Emit = tuple[str, dict[str, Any], list[str]]
 class Recorder:
     """Realtime emits seen by an app, in order: (event, payload, rooms).
 
-    Stands in for the emitter: `monkeypatch.setattr(api.app.state.realtime, "emit", rec.emit)`.
+    Stands in for the emitter: `monkeypatch.setattr(api.state.realtime, "emit", rec.emit)`.
     """
 
     def __init__(self) -> None:

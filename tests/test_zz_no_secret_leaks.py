@@ -20,7 +20,7 @@ async def test_no_response_ever_carried_an_unsubscribe_token(pg_api: Api, sqlite
             await api.client.get(f"{BASE}/subscribers/{item['id']}", headers=api.owner)
     tokens: set[str] = set()
     for api in (pg_api, sqlite_api):
-        async with api.app.state.sessionmaker() as session:
+        async with api.state.sessionmaker() as session:
             # Tokens are derived, not stored (subscribers/tokens.py): make each one.
             selectors = (await session.scalars(select(Subscriber.unsubscribe_selector))).all()
             tokens |= {make_token(token_secrets(api.settings), s) for s in selectors}

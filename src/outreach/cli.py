@@ -108,7 +108,7 @@ def serve(
 def migrate() -> None:
     """Bring the schema to the newest migration, then run the idempotent seed."""
     from outreach.core.logging import configure_logging
-    from outreach.db.migrate import migrate as run
+    from outreach.models import migrate as run
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -120,7 +120,7 @@ def migrate() -> None:
 def seed() -> None:
     """Run the idempotent seed (authorization policy) alone."""
     from outreach.core.logging import configure_logging
-    from outreach.db.migrate import migrate as run
+    from outreach.models import migrate as run
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)

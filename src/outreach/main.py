@@ -11,44 +11,35 @@ from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
 
-import httpx
 import socketio
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outreach import __version__
-from outreach.auth.devkeys import load_or_create_key
-from outreach.auth.jwks import JwksCache, KeyProvider, StaticKeys, TokenVerifier
-from outreach.auth.permissions import Authorizer
 from outreach.config import Settings, get_settings
-from outreach.http.docs import docs_router
-from outreach.core.errors import Problem, install_error_handlers
-from outreach.realtime.events import Events
-from outreach.db.fast import make_fastdb
-from outreach.http.middleware import RequestContextMiddleware
-from outreach.idempotency.service import purge_expired
-from outreach.ids.snowflake import SnowflakeGenerator
-from outreach.ids.leases import LeasedIds, LeaseError
+from outreach.core.errors import Problem
 from outreach.core.metrics import get_metrics
+from outreach.http.docs import docs_router
+from outreach.http.errors import install_error_handlers
+from outreach.http.middleware import RequestContextMiddleware
 from outreach.http.probes import metrics_router, probe_router
 from outreach.http.public import DOCUMENTED_MODELS, PublicFastLane
 from outreach.http.ratelimit import make_rate_limiter
-from outreach.realtime.server import Realtime
-from outreach.http.routing import ContentTypeRoute
-from outreach.state import Runtime
-from outreach.db.base import make_engine, make_sessionmaker
+from outreach.http.routing import ContentTypeRoute, Handler, Router
+from outreach.idempotency.service import purge_expired
+from outreach.ids.leases import LeasedIds, LeaseError
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.inquiries.router import router as inquiries_router
-from outreach.inquiries.router import submit_inquiry
+from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
-from outreach.subscribers.router import subscribe, unsubscribe
 
 log = structlog.get_logger("outreach")
 
+DOMAIN_ROUTERS: tuple[Router, ...] = (inquiries_router, subscribers_router, statistics_router)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -58,16 +49,6 @@ Public routes need no authentication. Admin routes need `Authorization: Bearer <
 from the identity service) with a role the Casbin policy allows. Errors are
 `application/problem+json`. Realtime events are on Socket.IO at `{base}/socket.io`.
 """
-
-
-def _verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
-    keys: KeyProvider
-    if settings.jwks_url:
-        keys = JwksCache(settings.jwks_url, http)
-    else:
-        key = load_or_create_key(settings.var_dir)
-        keys = StaticKeys({key.kid: key})
-    return TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
 
 
 async def _every(seconds: float, job: Any, name: str) -> None:
@@ -81,8 +62,8 @@ async def _every(seconds: float, job: Any, name: str) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = app.state
-    settings: Settings = state.settings
+    state: State = app.state.outreach
+    settings = state.settings
     ids = state.ids
     if isinstance(ids, LeasedIds):
         # Before anything else: a process without its worker id must not serve.
@@ -92,32 +73,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.error("Startup refused", reason=str(exc))
             state.startup_refused = True
             raise
-    state.engine = make_engine(settings)
-    state.sessionmaker = make_sessionmaker(state.engine)
-    state.fastdb = make_fastdb(state.engine, settings.sqlalchemy_url, settings.db_pool_size)
-    state.redis = None
-    if settings.redis_dsn:
-        from redis.asyncio import Redis
-
-        state.redis = Redis.from_url(
-            settings.redis_dsn, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
-    state.rate_limiter = make_rate_limiter(settings.rate_limit_public, settings.redis_dsn)
     await state.fastdb.open()
-    state.authorizer = Authorizer(state.engine)
     try:
         await state.authorizer.load()
     except Exception as exc:  # noqa: BLE001 - start degraded: readiness reports the database
         log.error("Policy could not be loaded", error=type(exc).__name__)
-    state.events = Events(state.realtime, state.authorizer)
-    state.runtime = Runtime(
-        settings=settings,
-        fastdb=state.fastdb,
-        ids=state.ids,
-        events=state.events,
-        metrics=state.metrics,
-        authorizer=state.authorizer,
-    )
     tasks = [
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
         asyncio.create_task(
@@ -135,11 +95,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         env=settings.app_env,
         database="postgresql" if settings.is_postgres else "sqlite",
         redis="on" if settings.redis_dsn else "off",
-        workerId=state.ids.worker_id,
+        workerId=ids.worker_id,
         basePath=settings.base_path,
     )
-    if getattr(state, "serving", False):
-        _drain_on_signals(app)
+    if state.serving:
+        _drain_on_signals(state)
     try:
         yield
     finally:
@@ -180,26 +140,19 @@ def create_app(
     # No redirects: `POST .../unsubscribe/` answered 307, which RFC 8058 one-click clients
     # (and many form posts) do not follow. A trailing slash is a 404 like any unknown path.
     app.router.redirect_slashes = False
-    metrics = get_metrics()
-    state = app.state
-    state.settings = settings
-    state.metrics = metrics
-    state.shutting_down = False
-    state.http = httpx.AsyncClient(follow_redirects=False)
-    state.verifier = _verifier(settings, state.http)
-    state.realtime = Realtime(
-        verifier=state.verifier,
-        metrics=metrics,
-        redis_url=settings.redis_dsn,
-        cors_origins=settings.cors_allow_origins,
-    )
     if ids is None:
         # Leased (or, without REDIS_URL, a fixed id as is) when the lifespan starts.
         ids = LeasedIds(
             settings.worker_id, settings.redis_dsn, ttl=settings.worker_lease_ttl_seconds
         )
-    state.ids = ids
-    state.ids_ready = ids.ready if isinstance(ids, LeasedIds) else ids.clock_ok
+    metrics = get_metrics()
+    state = build_state(
+        settings,
+        metrics,
+        ids,
+        make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
+    )
+    app.state.outreach = state
 
     install_error_handlers(app)
     app.include_router(probe_router())
@@ -207,19 +160,13 @@ def create_app(
     if settings.metrics_enabled:
         app.include_router(metrics_router())
     app.include_router(docs_router(base))
-    app.include_router(inquiries_router, prefix=base)
-    app.include_router(subscribers_router, prefix=base)
-    app.include_router(statistics_router, prefix=base)
+    lane: dict[str, Handler] = {}
+    for router in DOMAIN_ROUTERS:
+        app.include_router(router, prefix=base)
+        lane.update({base + path: handler for path, handler in router.fast_lane.items()})
 
-    # Innermost of ours: the public POSTs served straight from their handlers (core/public.py).
-    app.add_middleware(
-        PublicFastLane,
-        routes={
-            f"{base}/inquiries/submit": submit_inquiry,
-            f"{base}/subscribers/subscribe": subscribe,
-            f"{base}/subscribers/unsubscribe": unsubscribe,
-        },
-    )
+    # Innermost of ours: the public POSTs served straight from their handlers (http/public.py).
+    app.add_middleware(PublicFastLane, routes=lane)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -267,7 +214,7 @@ def create_asgi(settings: Settings | None = None, **kwargs: Any) -> ASGIApp:
     settings = settings or get_settings()
     api = create_app(settings, **kwargs)
     wrapper = socketio.ASGIApp(
-        api.state.realtime.sio,
+        api.state.outreach.realtime.sio,
         other_asgi_app=api,
         socketio_path=f"{settings.base_path.strip('/')}/socket.io",
     )
@@ -284,12 +231,13 @@ def serve_app() -> ASGIApp:
     configure_logging(settings.log_level, settings.log_format)
     served = create_asgi(settings)
     api: FastAPI = served.api  # type: ignore[attr-defined]
-    api.state.serving = True  # the lifespan chains the shutdown signals (_drain_on_signals)
-    api.add_middleware(_ServeGuard, state=api.state)
+    state: State = api.state.outreach
+    state.serving = True  # the lifespan chains the shutdown signals (_drain_on_signals)
+    api.add_middleware(_ServeGuard, state=state)
     return served
 
 
-def _drain_on_signals(app: FastAPI) -> None:
+def _drain_on_signals(state: State) -> None:
     """Graceful shutdown, chained in front of uvicorn's own SIGTERM/SIGINT handling.
 
     Called at the end of start-up, inside uvicorn's `capture_signals`: the handlers found are
@@ -303,16 +251,16 @@ def _drain_on_signals(app: FastAPI) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     loop = asyncio.get_running_loop()
-    state = app.state
     delay = state.settings.shutdown_ready_delay_seconds
     handed_over = False
+    disconnecting: list[asyncio.Task[None]] = []  # referenced until done
 
     def hand_over(then: Any, sig: int) -> None:
         nonlocal handed_over
         if handed_over:
             return
         handed_over = True
-        state.disconnect_task = loop.create_task(state.realtime.disconnect_all())
+        disconnecting.append(loop.create_task(state.realtime.disconnect_all()))
         then(sig, None)
 
     def begin(then: Any, sig: int) -> None:
@@ -370,9 +318,7 @@ class _ServeGuard:
         elif kind == "lifespan":
 
             async def quiet(message: Message) -> None:
-                if message["type"] == "lifespan.startup.failed" and getattr(
-                    self.state, "startup_refused", False
-                ):
+                if message["type"] == "lifespan.startup.failed" and self.state.startup_refused:
                     message = {"type": "lifespan.startup.failed", "message": ""}
                 await send(message)
 

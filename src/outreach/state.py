@@ -1,34 +1,119 @@
-"""What services need from the running process, as one dependency."""
+"""What the running process holds, as one typed object, and the one dependency that reads it.
+
+`build_state` makes every shared object from the settings (nothing connects yet); `open`
+and `close` are the lifespan's halves. Routes and services receive the State (never
+`app.state.<name>`), so what a service may use is written in one place.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
+import httpx
 from fastapi import Depends, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from outreach.auth.devkeys import load_or_create_key
+from outreach.auth.jwks import JwksCache, KeyProvider, StaticKeys, TokenVerifier
 from outreach.auth.permissions import Authorizer
 from outreach.config import Settings
-from outreach.realtime.events import Events
-from outreach.db.fast import FastDB
-from outreach.ids.snowflake import SnowflakeGenerator
-from outreach.ids.leases import LeasedIds
 from outreach.core.metrics import Metrics
+from outreach.db.base import make_engine, make_sessionmaker
+from outreach.db.fast import FastDB, make_fastdb
+from outreach.ids.leases import LeasedIds
+from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.realtime.events import Events
+from outreach.realtime.server import Realtime
 
 
-@dataclass(frozen=True, slots=True)
-class Runtime:
+class RateLimit(Protocol):
+    """The optional per-IP limit of the public routes (http/ratelimit.py)."""
+
+    async def check(self, key: str) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class State:
     settings: Settings
-    fastdb: FastDB
-    ids: SnowflakeGenerator | LeasedIds
-    events: Events
     metrics: Metrics
+    http: httpx.AsyncClient  # outgoing calls (the JWKS)
+    verifier: TokenVerifier
+    ids: SnowflakeGenerator | LeasedIds
+    engine: AsyncEngine  # SQLAlchemy: the admin routes' ORM sessions
+    sessionmaker: async_sessionmaker[AsyncSession]
+    fastdb: FastDB  # the hot paths' statements (asyncpg on PostgreSQL)
+    redis: Redis | None
+    rate_limiter: RateLimit | None
     authorizer: Authorizer
+    realtime: Realtime
+    events: Events
+    shutting_down: bool = False
+    serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
+    startup_refused: bool = False  # the worker id could not be leased (logged once)
+
+    def ids_ready(self) -> bool:
+        """Whether ids can be made now (lease alive, clock not behind): readiness."""
+        return self.ids.ready()
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def _verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
+    keys: KeyProvider
+    if settings.jwks_url:
+        keys = JwksCache(settings.jwks_url, http)
+    else:
+        key = load_or_create_key(settings.var_dir)
+        keys = StaticKeys({key.kid: key})
+    return TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+def build_state(
+    settings: Settings,
+    metrics: Metrics,
+    ids: SnowflakeGenerator | LeasedIds,
+    rate_limiter: RateLimit | None,
+) -> State:
+    """Every shared object, made from the settings; nothing connects before `open`."""
+    http = httpx.AsyncClient(follow_redirects=False)
+    verifier = _verifier(settings, http)
+    engine = make_engine(settings)
+    redis: Redis | None = None
+    if settings.redis_dsn:
+        redis = Redis.from_url(settings.redis_dsn, socket_timeout=1.0, socket_connect_timeout=1.0)
+    realtime = Realtime(
+        verifier=verifier,
+        metrics=metrics,
+        redis_url=settings.redis_dsn,
+        cors_origins=settings.cors_allow_origins,
+    )
+    authorizer = Authorizer(engine)
+    return State(
+        settings=settings,
+        metrics=metrics,
+        http=http,
+        verifier=verifier,
+        ids=ids,
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        fastdb=make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size),
+        redis=redis,
+        rate_limiter=rate_limiter,
+        authorizer=authorizer,
+        realtime=realtime,
+        events=Events(realtime, authorizer),
+    )
+
+
+def state_of(request: Request) -> State:
+    state: State = request.app.state.outreach
+    return state
+
+
+async def get_state(request: Request) -> State:
+    """The process's State, as a dependency (async: a plain one would run in the thread pool)."""
+    state: State = request.app.state.outreach
+    return state
+
+
+StateDep = Annotated[State, Depends(get_state)]

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from outreach.auth.permissions import SEED_POLICY, Authorizer
 from outreach.config import Settings
-from outreach.db.migrate import migrate
 from outreach.db.base import make_engine
+from outreach.models import migrate
 from tests.auth.test_jwks import JwksServer, b64json, jwk_public
 from tests.support import BASE, PG_ADMIN, Api, make_settings, start_api, unique_email
 
@@ -175,7 +175,7 @@ async def test_statistics_are_for_employees_and_owners_not_cashiers(pg_api: Api)
 
 
 def test_roles_that_may_follow_the_seeded_policy(pg_api: Api) -> None:
-    authorizer: Authorizer = pg_api.app.state.authorizer
+    authorizer: Authorizer = pg_api.state.authorizer
     assert authorizer.roles_that_may("inquiries", "read") == ("CASHIER", "EMPLOYEE", "OWNER")
     assert authorizer.roles_that_may("inquiries", "update") == ("EMPLOYEE", "OWNER")
     assert authorizer.roles_that_may("subscribers", "export") == ("OWNER",)

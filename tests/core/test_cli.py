@@ -213,7 +213,7 @@ def test_metrics_of_a_running_server_parse(tmp_path: Path) -> None:
     ):
         assert name in families, name
     routes = {sample.labels["route"] for sample in families["http_requests"].samples}
-    assert f"{BASE}/inquiries/{{inquiry_id}}" in routes
+    assert f"{BASE}/inquiries/{{id}}" in routes
     assert f"{BASE}/inquiries/submit" in routes
     assert not any("42" in route for route in routes)
     submitted = [s.value for s in families["outreach_inquiries_submitted"].samples]

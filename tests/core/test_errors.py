@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from outreach.core.errors import is_database_outage
+from outreach.db.outage import is_database_outage
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from tests.support import Api, unique_email
 def row(api: Api, email: str, **overrides: Any) -> dict[str, Any]:
     now = utcnow()
     values: dict[str, Any] = {
-        "id": api.app.state.ids.next_id(),
+        "id": api.state.ids.next_id(),
         "name": "Batch",
         "email": email,
         "phone": None,
@@ -40,12 +40,11 @@ def row(api: Api, email: str, **overrides: Any) -> dict[str, Any]:
 
 async def insert(api: Api, values: dict[str, Any]) -> None:
     """As submit does without an Idempotency-Key: an autocommit, group-committed INSERT."""
-    async with api.app.state.fastdb.connection() as conn:
-        await repository.insert_row(conn, values)
+    await repository.insert_row(api.state.fastdb, api.state.fastdb.dialect, values)
 
 
 async def stored(api: Api, email: str) -> list[str | None]:
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         found = await session.scalars(
             select(Inquiry.client_ip).where(Inquiry.email == email).order_by(Inquiry.id)
         )
@@ -71,7 +70,7 @@ async def test_bursts_store_every_row_once(pg_api: Api, size: int) -> None:
     email = unique_email("burst")
     rows = [row(pg_api, email) for _ in range(size)]
     await asyncio.gather(*(insert(pg_api, r) for r in rows))
-    async with pg_api.app.state.sessionmaker() as session:
+    async with pg_api.state.sessionmaker() as session:
         count = await session.scalar(
             select(func.count()).select_from(Inquiry).where(Inquiry.email == email)
         )

@@ -115,7 +115,7 @@ async def test_openapi_document_lists_every_route_with_errors(pg_api: Api) -> No
     submit = doc["paths"][f"{BASE}/inquiries/submit"]["post"]
     assert set(submit["responses"]) >= {"201", "400", "413", "415", "422"}
     assert "Problem" in doc["components"]["schemas"]
-    patch = doc["paths"][f"{BASE}/inquiries/{{inquiry_id}}"]["patch"]
+    patch = doc["paths"][f"{BASE}/inquiries/{{id}}"]["patch"]
     assert "409" in patch["responses"]
     assert "requestBody" in doc["paths"][f"{BASE}/subscribers/unsubscribe"]["post"]
 
@@ -151,7 +151,7 @@ async def test_metrics_use_route_templates(pg_database: str, var_dir: Path, dev_
         assert response.status_code == 200
         families = {f.name: f for f in text_string_to_metric_families(response.text)}
         routes = {s.labels.get("route") for s in families["http_requests"].samples}
-        assert f"{BASE}/inquiries/{{inquiry_id}}" in routes
+        assert f"{BASE}/inquiries/{{id}}" in routes
         assert "unmatched" in routes
         assert not any(r and "1234567" in r for r in routes)
         for name in (
@@ -206,13 +206,9 @@ def test_a_zoned_ipv6_address_is_stored_without_its_zone(
 
     from outreach.http.client import client_ip
 
-    class State:
-        settings = type("S", (), {"trusted_proxies": trusted})()
-
-    app = type("App", (), {"state": State()})()
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
-    scope = {"type": "http", "headers": headers, "client": (peer, 5000), "app": app}
-    assert client_ip(Request(scope)) == "fe80::1"
+    scope = {"type": "http", "headers": headers, "client": (peer, 5000)}
+    assert client_ip(Request(scope), trusted) == "fe80::1"
 
 
 async def test_client_ip_from_trusted_proxy_only(

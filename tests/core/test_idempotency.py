@@ -8,9 +8,9 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import delete, func, insert, select, update
 
-from outreach.idempotency.service import purge_expired, request_hash
-from outreach.idempotency.models import IdempotencyKey
 from outreach.db.base import utcnow
+from outreach.idempotency.models import IdempotencyKey
+from outreach.idempotency.service import purge_expired, request_hash
 from outreach.inquiries.schemas import InquirySubmit
 from tests.support import BASE, Api, unique_email
 
@@ -23,7 +23,7 @@ def body() -> dict[str, str]:
 
 async def claim(api: Api, key: str, payload: dict[str, str], *, age: timedelta) -> None:
     created = utcnow() - age
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         await session.execute(
             insert(IdempotencyKey).values(
                 scope="inquiries.submit",
@@ -41,7 +41,7 @@ async def claim(api: Api, key: str, payload: dict[str, str], *, age: timedelta) 
 
 async def expire(api: Api, key: str) -> None:
     """Moves the key's expiry into the past, as if its 24 h were over."""
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         await session.execute(
             update(IdempotencyKey)
             .where(IdempotencyKey.key == key)
@@ -99,8 +99,8 @@ async def test_expired_keys_are_reusable_and_purged(api: Api) -> None:
     assert "idempotent-replayed" not in second.headers
     assert second.json()["id"] != first.json()["id"]
     await expire(api, key)
-    await purge_expired(api.app.state.fastdb)
-    async with api.app.state.sessionmaker() as session:
+    await purge_expired(api.state.fastdb)
+    async with api.state.sessionmaker() as session:
         left = await session.scalar(
             select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.key == key)
         )

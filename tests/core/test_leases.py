@@ -27,8 +27,8 @@ import pytest
 from redis.asyncio import Redis
 
 from outreach.core.errors import Unavailable
-from outreach.ids.snowflake import MAX_WORKER_ID, parse_id
 from outreach.ids.leases import LEASE_PREFIX, IdsUnavailable, LeasedIds, LeaseError
+from outreach.ids.snowflake import MAX_WORKER_ID, parse_id
 from outreach.main import create_app
 from tests.support import BASE, REDIS_URL, Server, free_port, make_settings
 
@@ -341,7 +341,7 @@ async def test_lease_lost_answers_503_on_submit_and_readyz(
             assert (await client.get("/readyz")).status_code == 200
 
             own_redis.stop()
-            await wait_for(lambda: not app.state.ids_ready(), 3, "the lease to lapse")
+            await wait_for(lambda: not app.state.outreach.ids_ready(), 3, "the lease to lapse")
             refused = await client.post(f"{BASE}/inquiries/submit", json=body)
             assert refused.status_code == 503, refused.text
             assert refused.headers["content-type"] == "application/problem+json"
@@ -352,7 +352,7 @@ async def test_lease_lost_answers_503_on_submit_and_readyz(
             assert ready.json()["status"] == "fail"
 
             own_redis.start()
-            await wait_for(app.state.ids_ready, 5, "the lease to come back")
+            await wait_for(app.state.outreach.ids_ready, 5, "the lease to come back")
             again = await client.post(f"{BASE}/inquiries/submit", json=body)
             assert again.status_code == 201, again.text
             assert (await client.get("/readyz")).status_code == 200

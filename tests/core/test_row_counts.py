@@ -13,7 +13,7 @@ from tests.support import BASE, Api, unique_email
 
 
 async def counted(api: Api, model: type[Inquiry] | type[Subscriber], **where: object) -> int:
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         stmt = select(func.count()).select_from(model)
         if not where.pop("include_deleted", False):
             stmt = stmt.where(model.deleted_at.is_(None))
@@ -82,7 +82,7 @@ async def test_totals_follow_bursts_and_many_row_statements(pg_api: Api) -> None
     assert [a.status_code for a in answers] == [201] * 40
     assert await totals(pg_api, "inquiries") == before + 40
     assert await totals(pg_api, "inquiries") == await counted(pg_api, Inquiry)
-    async with pg_api.app.state.sessionmaker() as session:
+    async with pg_api.state.sessionmaker() as session:
         await session.execute(delete(Inquiry).where(Inquiry.email == marker))
         await session.commit()
     assert await totals(pg_api, "inquiries") == before
@@ -91,7 +91,7 @@ async def test_totals_follow_bursts_and_many_row_statements(pg_api: Api) -> None
 
 @pytest.mark.last
 async def test_the_counters_equal_the_rows_after_the_whole_suite(pg_api: Api) -> None:
-    async with pg_api.app.state.sessionmaker() as session:
+    async with pg_api.state.sessionmaker() as session:
         mismatches = (
             await session.execute(
                 text(

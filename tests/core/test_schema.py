@@ -40,6 +40,6 @@ def _diff(connection: Connection) -> list[Any]:
 
 
 async def test_models_match_the_migrated_schema(api: Api) -> None:
-    async with api.app.state.engine.connect() as conn:
+    async with api.state.engine.connect() as conn:
         diff = await conn.run_sync(_diff)
     assert diff == []

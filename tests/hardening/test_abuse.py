@@ -126,7 +126,7 @@ async def test_a_flood_of_junk_stores_exactly_the_real_inquiries(pg_api: Api) ->
     expected = {"valid": 201, "honeypot": 201, "invalid": 422, "malformed": 400}
     assert [expected[k] for k, _ in plan] == statuses
     await pg_api.drain_events()
-    async with pg_api.app.state.sessionmaker() as session:
+    async with pg_api.state.sessionmaker() as session:
         stored = dict(
             (
                 await session.execute(

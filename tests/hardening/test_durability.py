@@ -25,7 +25,7 @@ import pytest
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
-from outreach.db.migrate import migrate
+from outreach.models import migrate
 from tests.support import BASE, Server
 
 pytestmark = pytest.mark.slow

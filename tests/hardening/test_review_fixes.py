@@ -29,11 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
-from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.logging import configure_logging
-from outreach.db.migrate import migrate
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.inquiries.service import inquiry as inquiry_service
 from outreach.main import create_app
+from outreach.models import migrate
 from tests.support import BASE, Api, Server, make_settings, start_api, unique_email
 
 # --------------------------------------------------------------------------- 422, not 500

@@ -18,7 +18,7 @@ INQUIRIES = f"{BASE}/inquiries"
 @pytest.fixture
 def events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
+    monkeypatch.setattr(api.state.realtime, "emit", recorder.emit)
     return recorder
 
 
@@ -331,7 +331,7 @@ async def test_the_hot_path_payload_is_the_inquiry_schema(api: Api, events: Reco
     inquiry_id = await submit(api, "payload", phone="+84 1", subject="S", source="https://x")
     await api.drain_events()
     (payload,) = [p for p in events.of("inquiry.sent") if p["id"] == inquiry_id]
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         row = await session.get(Inquiry, int(inquiry_id))
         assert row is not None
         assert payload == InquiryOut.model_validate(row).model_dump(mode="json", by_alias=True)

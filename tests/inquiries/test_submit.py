@@ -28,7 +28,7 @@ def form(**overrides: object) -> dict[str, object]:
 
 
 async def stored(api: Api, inquiry_id: str) -> Inquiry:
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         row: Inquiry = (
             await session.scalars(select(Inquiry).where(Inquiry.id == int(inquiry_id)))
         ).one()
@@ -140,7 +140,7 @@ async def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         count = len(
             (
                 await session.scalars(

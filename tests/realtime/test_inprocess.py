@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from outreach.auth.devkeys import load_or_create_key
 from outreach.auth.jwks import StaticKeys, TokenVerifier
+from outreach.core.metrics import Metrics
 from outreach.realtime import server as realtime_module
 from outreach.realtime.events import Events
-from outreach.core.metrics import Metrics
 from outreach.realtime.server import EMIT_TIMEOUT_SECONDS, Realtime, ResilientRedisManager
 from tests.realtime.cluster import RedisProcess
 

@@ -31,10 +31,10 @@ from websockets.exceptions import ConnectionClosed
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.auth.jwks import LEEWAY_SECONDS, StaticKeys, TokenVerifier
-from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.core.metrics import Metrics
-from outreach.realtime.server import CONNECT_TIMEOUT_SECONDS, Realtime
+from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.main import create_asgi
+from outreach.realtime.server import CONNECT_TIMEOUT_SECONDS, Realtime
 from tests.realtime.cluster import SOCKETIO_PATH, NodeClient, SioClient, wait_until
 from tests.support import REDIS_URL, free_port, make_settings
 
@@ -314,7 +314,7 @@ async def test_the_served_app_closes_an_unconnected_transport_after_10_seconds(
     """The defaults in the app that `outreach serve` runs: 10 s, and the token's 30 s leeway."""
     key = load_or_create_key(tmp_path)
     app = create_asgi(make_settings(pg_database, tmp_path), ids=SnowflakeGenerator(990))
-    rt: Realtime = app.api.state.realtime  # type: ignore[attr-defined]
+    rt: Realtime = app.api.state.outreach.realtime  # type: ignore[attr-defined]
     assert (rt.connect_timeout, rt.session_leeway) == (CONNECT_TIMEOUT_SECONDS, LEEWAY_SECONDS)
     client = SioClient()
     try:

@@ -30,7 +30,7 @@ async def test_a_restored_inquiry_is_counted_again(api: Api) -> None:
     params = {"from": "2033-06-01", "to": "2033-06-01"}
     (inquiry_id,) = await add_inquiries(api, [(moment, "SENT")], deleted=True)
     before = (await api.client.get(INQ, params=params, headers=api.owner)).json()["total"]
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         await session.execute(
             update(Inquiry).where(Inquiry.id == inquiry_id).values(deleted_at=None)
         )
@@ -43,6 +43,6 @@ async def test_a_restored_inquiry_is_counted_again(api: Api) -> None:
 @pytest.mark.last
 async def test_the_rollup_equals_the_rows(pg_api: Api) -> None:
     """Whatever every other test inserted, changed, deleted or restored so far."""
-    async with pg_api.app.state.sessionmaker() as session:
+    async with pg_api.state.sessionmaker() as session:
         mismatches = (await session.execute(MISMATCHES)).all()
     assert mismatches == []

@@ -38,9 +38,9 @@ async def add_inquiries(
 ) -> list[int]:
     marker = f"stat-{uuid.uuid4().hex[:10]}"
     ids = []
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         for moment, status in rows:
-            inquiry_id = api.app.state.ids.next_id()
+            inquiry_id = api.state.ids.next_id()
             ids.append(inquiry_id)
             session.add(
                 Inquiry(
@@ -62,10 +62,10 @@ async def add_inquiries(
 async def add_subscriber(
     api: Api, subscribed: datetime, left: datetime | None = None, *, deleted: bool = False
 ) -> None:
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         session.add(
             Subscriber(
-                id=api.app.state.ids.next_id(),
+                id=api.state.ids.next_id(),
                 email=f"stat-{uuid.uuid4().hex[:12]}@example.com",
                 status="UNSUBSCRIBED" if left else "ACTIVE",
                 subscribed_at=subscribed,
@@ -149,7 +149,7 @@ async def test_a_status_change_and_a_soft_delete_move_the_counts(api: Api) -> No
     params = {"from": "2031-01-20", "to": "2031-01-21"}
     body = await get(api, INQ, **params)
     assert body["byStatus"]["SENT"] == 2
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         await session.execute(update(Inquiry).where(Inquiry.id == ids[0]).values(status="RESOLVED"))
         await session.execute(
             update(Inquiry).where(Inquiry.id == ids[1]).values(deleted_at=utc("2031-01-22T00:00"))
@@ -520,7 +520,7 @@ def statements(api: Api) -> Iterator[list[str]]:
         if "casbin" not in str(args[2]):
             seen.append(str(args[2]))
 
-    engine = api.app.state.engine.sync_engine
+    engine = api.state.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen

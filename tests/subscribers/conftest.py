@@ -33,7 +33,7 @@ async def no_response_carries_a_token(_watch: Watch) -> AsyncIterator[None]:
     yield
     tokens: set[str] = set()
     for api in _watch.apis:
-        async with api.app.state.sessionmaker() as session:
+        async with api.state.sessionmaker() as session:
             selectors = (await session.scalars(select(Subscriber.unsubscribe_selector))).all()
             tokens |= {make_token(token_secrets(api.settings), s) for s in selectors}
     leaked = [t for t in tokens if any(t in body for body in _watch.bodies)]

@@ -59,7 +59,7 @@ class Watch:
 async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     await api.drain_events()  # earlier tests' events go to the real emitter
     recorder = Recorder()
-    monkeypatch.setattr(api.app.state.realtime, "emit", recorder.emit)
+    monkeypatch.setattr(api.state.realtime, "emit", recorder.emit)
     return recorder
 
 

@@ -48,7 +48,7 @@ UNSUBSCRIBE_URL = "https://shop.example/v1/api/outreach/subscribers/unsubscribe?
 
 
 async def stored(api: Api, subscriber_id: str) -> Subscriber:
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         row: Subscriber = (
             await session.scalars(select(Subscriber).where(Subscriber.id == int(subscriber_id)))
         ).one()

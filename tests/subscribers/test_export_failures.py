@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
-from outreach.db.migrate import migrate
+from outreach.models import migrate
 from tests.subscribers.helpers import SUBSCRIBERS, assert_problem
 from tests.support import BASE, PG_ADMIN, Api, Server, make_settings, unique_email
 
@@ -47,10 +47,10 @@ async def down_engine(api: Api, tmp_path: Path) -> AsyncIterator[None]:
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'outreach.db'}"
     engine = create_async_engine(url, connect_args={"timeout": 2} if "postgresql" in url else {})
-    real = api.app.state.engine
-    api.app.state.engine = engine
+    real = api.state.engine
+    api.state.engine = engine
     yield
-    api.app.state.engine = real
+    api.state.engine = real
     await engine.dispose()
 
 
@@ -74,13 +74,13 @@ async def test_database_down_at_the_start_answers_503_and_logs_failed(api: Api) 
 async def test_a_statement_failing_at_the_start_answers_500(pg_api: Api) -> None:
     # The administration database has no subscribers table: the export's query fails.
     engine = create_async_engine(PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://"))
-    real = pg_api.app.state.engine
-    pg_api.app.state.engine = engine
+    real = pg_api.state.engine
+    pg_api.state.engine = engine
     try:
         with structlog.testing.capture_logs() as logs:
             response = await pg_api.client.get(EXPORT, headers=pg_api.owner)
     finally:
-        pg_api.app.state.engine = real
+        pg_api.state.engine = real
         await engine.dispose()
     assert_problem(response, 500, "internal-error")
     assert "subscribers" not in response.text  # no SQL in the answer

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from sqlalchemy import select
 
-from outreach.db.fast import _Batcher
+from outreach.db.batch import Batcher
 from outreach.subscribers.models import Subscriber
 from tests.subscribers.helpers import (
     OUT_FIELDS,
@@ -34,7 +34,7 @@ from tests.support import Api, unique_email
 
 async def rows(api: Api, email: str) -> list[Subscriber]:
     """Every row with this email, deleted ones included, oldest first."""
-    async with api.app.state.sessionmaker() as session:
+    async with api.state.sessionmaker() as session:
         result = await session.scalars(
             select(Subscriber).where(Subscriber.email == email.lower()).order_by(Subscriber.id)
         )
@@ -183,13 +183,13 @@ async def test_a_burst_of_mixed_subscribes_gives_each_address_its_own_outcome(
     new = [unique_email("burst") for _ in range(30)]
     repeated = unique_email("twice")
     sizes: list[int] = []
-    real_write = _Batcher._write_on
+    real_write = Batcher._write_on
 
-    async def counting(self: _Batcher, conn: Any, batch: list[Any]) -> list[Any]:
+    async def counting(self: Batcher, conn: Any, batch: list[Any]) -> list[Any]:
         sizes.append(len(batch))
         return await real_write(self, conn, batch)
 
-    monkeypatch.setattr(_Batcher, "_write_on", counting)
+    monkeypatch.setattr(Batcher, "_write_on", counting)
     events = await record_events(pg_api, monkeypatch)
     emails = new + [e for e, _ in active] + [e for e, _ in returning] + [repeated] * 4
     answers = await asyncio.gather(

@@ -24,8 +24,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from outreach.config import ConfigError
-from outreach.db.migrate import alembic_config, migrate
 from outreach.db.base import UTCDateTime, make_engine, utcnow
+from outreach.db.migrate import alembic_config
+from outreach.models import migrate
 from outreach.subscribers.tokens import (
     LOCAL_SECRET_FILE,
     local_secret,
@@ -48,7 +49,7 @@ SECRET_B = "rotation-secret-B-" + "b" * 32
 
 async def dump(api: Api, *ids: int) -> list[dict[str, Any]]:
     """SELECT every column of these subscribers, as a backup would hold them."""
-    async with api.app.state.engine.connect() as conn:
+    async with api.state.engine.connect() as conn:
         result = await conn.execute(
             text("SELECT * FROM subscribers WHERE id IN (" + ",".join(map(str, ids)) + ")")
         )
@@ -56,7 +57,7 @@ async def dump(api: Api, *ids: int) -> list[dict[str, Any]]:
 
 
 async def row_of(api: Api, email: str) -> dict[str, Any]:
-    async with api.app.state.engine.connect() as conn:
+    async with api.state.engine.connect() as conn:
         result = await conn.execute(
             text("SELECT * FROM subscribers WHERE email = :e AND deleted_at IS NULL"), {"e": email}
         )

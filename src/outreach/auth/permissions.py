@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
 
 import structlog
 from casbin import AsyncEnforcer
 from casbin_async_sqlalchemy_adapter import Adapter
-from fastapi import Depends, Request
 from sqlalchemy import and_, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outreach.auth.models import CasbinRule
-from outreach.auth.principal import AuthPrincipal, current_principal
-from outreach.core.errors import Forbidden
 from outreach.db.base import table_of
 
 MODEL_PATH = Path(__file__).with_name("model.conf")
@@ -89,23 +85,3 @@ class Authorizer:
             cached = tuple(sorted(n for n in names if self._enforcer.enforce(n, resource, action)))
             self._roles_cache[key] = cached
         return cached
-
-
-async def get_authorizer(request: Request) -> Authorizer:
-    authorizer: Authorizer = request.app.state.authorizer
-    return authorizer
-
-
-def require(resource: str, action: str) -> Any:
-    """Dependency: the caller's token must carry a role allowed `action` on `resource`."""
-
-    async def dependency(
-        principal: Annotated[AuthPrincipal, Depends(current_principal)],
-        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
-    ) -> AuthPrincipal:
-        if not authorizer.allowed(principal.roles, resource, action):
-            raise Forbidden(f"Your role may not {action} {resource}")
-        return principal
-
-    dependency.__name__ = f"require_{resource}_{action}"
-    return Depends(dependency)

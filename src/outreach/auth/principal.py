@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
-
-from fastapi import Depends, Request
 
 from outreach.auth.jwks import InvalidToken, TokenVerifier, unauthorized
 
@@ -15,7 +12,7 @@ class AuthPrincipal:
     sub: str
     roles: tuple[str, ...]
     # The token's `exp` (Unix seconds), for what outlives one request: a Socket.IO session is
-    # ended then (core/realtime.py). When, not who: equality ignores it.
+    # ended then (realtime/server.py). When, not who: equality ignores it.
     expires_at: float | None = field(default=None, compare=False)
 
 
@@ -44,11 +41,3 @@ async def authenticate(verifier: TokenVerifier, token: str | None) -> AuthPrinci
     exp = verified.claims.get("exp")
     expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
     return AuthPrincipal(sub=verified.sub, roles=verified.roles, expires_at=expires_at)
-
-
-async def current_principal(request: Request) -> AuthPrincipal:
-    verifier: TokenVerifier = request.app.state.verifier
-    return await authenticate(verifier, bearer_token(request.headers.get("authorization")))
-
-
-Principal = Annotated[AuthPrincipal, Depends(current_principal)]

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import orjson
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -222,6 +223,11 @@ def time_bound(value: date | datetime | None, *, end: bool) -> datetime | None:
     if not isinstance(value, datetime):
         return datetime.combine(value, time.max if end else time.min, tzinfo=UTC)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def json_data(data: Any, status_code: int = 200) -> Response:
+    """Plain data (a serializer's dict) as a JSON answer."""
+    return Response(orjson.dumps(data), status_code, media_type="application/json")
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:

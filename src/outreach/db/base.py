@@ -1,12 +1,14 @@
-"""Declarative base, the engine, and the per-request session (one transaction per request)."""
+"""Declarative base, UTC times, the engine and the session factory; after-commit callbacks.
+
+The per-request session (one transaction per request, committed before the answer) is the
+HTTP dependency `SessionDep` (http/deps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
-from fastapi import Depends, Request
 from sqlalchemy import DateTime, Dialect, MetaData, Table, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -116,26 +118,8 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session: committed when the handler returns, rolled back if it raises.
-
-    Used with `scope="function"` (SessionDep): FastAPI then runs the exit before the response
-    is sent, so a 2xx is sent only after COMMIT succeeded, and a failed COMMIT answers 5xx
-    through the error handlers. (A request-scoped yield dependency exits after the response
-    has gone out: the client would be told "done" before the commit, which may then fail.)
-    Realtime events run after the commit, still before the answer.
-    """
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with maker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+def run_after_commit(session: AsyncSession) -> None:
+    """Run the callbacks of a session whose transaction has committed (once)."""
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
     for callback in callbacks:
         callback()
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

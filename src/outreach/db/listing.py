@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
-from fastapi import Depends, Query
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -25,12 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from outreach.auth.permissions import Authorizer, get_authorizer
-from outreach.auth.principal import AuthPrincipal, current_principal
-from outreach.core.errors import Forbidden
-from outreach.db.fast import FastDB, Row
-from outreach.core.schemas import DateOrTime, decode_cursor, encode_cursor, time_bound
+from outreach.core.schemas import decode_cursor, encode_cursor
 from outreach.core.text import like_pattern
+from outreach.db.fast import FastDB, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,61 +194,3 @@ def page_body(data: list[dict[str, Any]], limit: int, next_cursor: str | None, t
     return orjson.dumps(
         {"data": data, "meta": {"limit": limit, "nextCursor": next_cursor, "total": total}}
     )
-
-
-def list_query_dependency(resource: str) -> Any:
-    """Query parameters shared by the lists; `includeDeleted` needs the `restore` permission."""
-
-    async def dependency(
-        principal: Annotated[AuthPrincipal, Depends(current_principal)],
-        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
-        limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-        cursor: Annotated[
-            str | None, Query(max_length=64, description="`nextCursor` of the previous page")
-        ] = None,
-        order: Annotated[Literal["asc", "desc"], Query(description="By creation")] = "desc",
-        include_deleted: Annotated[
-            bool, Query(alias="includeDeleted", description="Needs the restore permission")
-        ] = False,
-        q: Annotated[
-            str | None, Query(max_length=200, description="Case-insensitive substring")
-        ] = None,
-        created_from: Annotated[
-            DateOrTime | None,
-            Query(alias="createdFrom", description="RFC 3339 time, or a date (from its start)"),
-        ] = None,
-        created_to: Annotated[
-            DateOrTime | None,
-            Query(alias="createdTo", description="RFC 3339 time, or a date (to its end)"),
-        ] = None,
-    ) -> ListQuery:
-        if include_deleted and not authorizer.allowed(principal.roles, resource, "restore"):
-            raise Forbidden("includeDeleted needs the restore permission")
-        return ListQuery(
-            limit=limit,
-            cursor=cursor,
-            order=order,
-            include_deleted=include_deleted,
-            q=q.strip() or None if q is not None else None,
-            created_from=time_bound(created_from, end=False),
-            created_to=time_bound(created_to, end=True),
-        )
-
-    return Depends(dependency)
-
-
-def include_deleted_dependency(resource: str) -> Any:
-    """`includeDeleted` on a single-row GET, with the same permission rule as the lists."""
-
-    async def dependency(
-        principal: Annotated[AuthPrincipal, Depends(current_principal)],
-        authorizer: Annotated[Authorizer, Depends(get_authorizer)],
-        include_deleted: Annotated[
-            bool, Query(alias="includeDeleted", description="Needs the restore permission")
-        ] = False,
-    ) -> bool:
-        if include_deleted and not authorizer.allowed(principal.roles, resource, "restore"):
-            raise Forbidden("includeDeleted needs the restore permission")
-        return include_deleted
-
-    return Depends(dependency)

@@ -1,8 +1,13 @@
-"""`outreach migrate`: Alembic to head, then the idempotent seed, under one advisory lock."""
+"""`outreach migrate`: Alembic to head, then the idempotent seeds, under one advisory lock.
+
+The seeds are the domains' (the authorization policy: auth/permissions.py); outreach/models.py
+lists them beside every table, and the caller passes them in.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +17,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from outreach.auth.permissions import seed_policy
 from outreach.config import Settings
 from outreach.db.base import make_engine
 
@@ -78,8 +82,11 @@ async def current_revision(conn: AsyncConnection) -> str | None:
     return result.scalar_one_or_none()
 
 
-async def migrate(settings: Settings, *, seed_only: bool = False) -> int:
-    """Upgrade and seed in one transaction; returns the number of policy rules added."""
+Seed = Callable[[AsyncConnection], Awaitable[int]]
+
+
+async def migrate(settings: Settings, seeds: Sequence[Seed], *, seed_only: bool = False) -> int:
+    """Upgrade and seed in one transaction; returns the number of rows the seeds added."""
     engine = make_engine(settings, pool=False)
     try:
         async with engine.begin() as conn:
@@ -89,6 +96,6 @@ async def migrate(settings: Settings, *, seed_only: bool = False) -> int:
                 )
             if not seed_only:
                 await conn.run_sync(_upgrade)
-            return await seed_policy(conn)
+            return sum([await seed(conn) for seed in seeds])
     finally:
         await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from functools import lru_cache
 
 from fastapi import Request
@@ -36,14 +37,14 @@ def _valid_ip(value: str) -> str | None:
         return None
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: Request, trusted_proxies: Sequence[str]) -> str:
     """The peer's address; X-Forwarded-For only when the peer is one of TRUSTED_PROXIES.
 
     The chain is read from the right, skipping our own proxies, so a client cannot choose
     its address by sending an X-Forwarded-For of its own.
     """
     peer = _without_zone(request.client.host if request.client else "")[:45]
-    trusted: tuple[str, ...] = tuple(request.app.state.settings.trusted_proxies)
+    trusted = tuple(trusted_proxies)
     if not trusted:
         return peer
     networks = _networks(trusted)

@@ -16,9 +16,9 @@ from outreach.core.errors import (
     PayloadTooLarge,
     ValidationFailed,
     error_response,
-    handle_unexpected,
 )
 from outreach.core.metrics import Metrics
+from outreach.http.errors import render_exception
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_BODY = 64 * 1024
@@ -113,7 +113,7 @@ class RequestContextMiddleware:
                 # is nothing to render: the server aborts the connection.
                 if started:
                     raise
-                response = await handle_unexpected(Request(scope), exc)
+                response = await render_exception(Request(scope), exc)
                 await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from sqlalchemy.pool import QueuePool
 from starlette.responses import JSONResponse, Response
 
 from outreach.db.fast import AsyncpgDB
 from outreach.db.migrate import current_revision, head_revision
+from outreach.state import State, state_of
 
 CHECK_TIMEOUT = 2.0
 
@@ -30,9 +32,9 @@ class Readiness(BaseModel):
     checks: ReadinessChecks
 
 
-async def _database(request: Request) -> tuple[str, str]:
-    engine = request.app.state.engine
-    fastdb = request.app.state.fastdb
+async def _database(state: State) -> tuple[str, str]:
+    engine = state.engine
+    fastdb = state.fastdb
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with engine.connect() as conn:
@@ -47,8 +49,8 @@ async def _database(request: Request) -> tuple[str, str]:
     return "ok", ("ok" if revision == head_revision() else "pending")
 
 
-async def _redis(request: Request) -> str:
-    redis = request.app.state.redis
+async def _redis(state: State) -> str:
+    redis = state.redis
     if redis is None:
         return "disabled"
     try:
@@ -60,9 +62,10 @@ async def _redis(request: Request) -> str:
 
 
 async def readiness(request: Request) -> tuple[bool, dict[str, Any]]:
-    (database, migrations), redis = await asyncio.gather(_database(request), _redis(request))
-    ready = database == "ok" and migrations == "ok" and not request.app.state.shutting_down
-    ready = ready and request.app.state.ids_ready()
+    state = state_of(request)
+    (database, migrations), redis = await asyncio.gather(_database(state), _redis(state))
+    ready = database == "ok" and migrations == "ok" and not state.shutting_down
+    ready = ready and state.ids_ready()
     body = {
         "status": "ok" if ready else "fail",
         "checks": {"database": database, "migrations": migrations, "redis": redis},
@@ -98,13 +101,14 @@ def metrics_router() -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
-        m = request.app.state.metrics
-        pool = request.app.state.engine.pool
-        if hasattr(pool, "checkedout"):  # SQLAlchemy's QueuePool (not SQLite's)
+        state = state_of(request)
+        m = state.metrics
+        pool = state.engine.pool
+        if isinstance(pool, QueuePool):  # PostgreSQL (SQLite's pool keeps no counts)
             in_use = pool.checkedout()
             m.db_pool_size.labels("sqlalchemy").set(pool.checkedin() + in_use)
             m.db_pool_checked_out.labels("sqlalchemy").set(in_use)
-        fastdb = request.app.state.fastdb
+        fastdb = state.fastdb
         if isinstance(fastdb, AsyncpgDB):
             stats = fastdb.pool_stats()
             m.db_pool_size.labels("asyncpg").set(stats.size)

@@ -3,7 +3,8 @@
 The public handlers take a Starlette `Request` and do their own parsing (content type, body,
 pydantic validation, Idempotency-Key, rate limit) with the same rules and errors as the rest
 of the API. They are registered as ordinary FastAPI routes, which document them (the body
-schema comes from `json_body_doc`), and `PublicFastLane` dispatches the same handlers
+schema comes from `json_body_doc`; `Router.public_post` registers both), and
+`PublicFastLane` dispatches the same handlers
 directly, skipping routing, dependency solving and three middleware layers: measured in
 bench/, that took submit from ~1,950 to ~2,900 req/s (docs/adr/0005).
 """
@@ -11,28 +12,20 @@ bench/, that took submit from ~1,950 to ~2,900 req/s (docs/adr/0005).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outreach.core.errors import (
-    BadRequest,
-    OutreachError,
-    UnsupportedMediaType,
-    ValidationFailed,
-    error_response,
-    handle_unexpected,
-    validation_errors,
-)
-from outreach.http.ratelimit import public_rate_limit
-from outreach.http.routing import JSON_TYPES, media_type
-
-M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[Request], Awaitable[Response]]
+from outreach.core.errors import ValidationFailed
+from outreach.http.client import client_ip, user_agent
+from outreach.http.errors import render_exception
+from outreach.http.routing import Handler
+from outreach.idempotency.service import Outcome
+from outreach.state import State, state_of
 
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7E]{1,255}")
 IDEMPOTENCY_DOC = {
@@ -64,23 +57,6 @@ def json_body_doc(model: type[BaseModel], *, idempotency: bool = False) -> dict[
     return doc
 
 
-async def json_body(request: Request, model: type[M]) -> M:
-    """The body as `model`: 415 not JSON, 413 too large, 400 malformed, 422 invalid."""
-    kind = media_type(request)
-    if kind not in JSON_TYPES and not kind.endswith("+json"):
-        raise UnsupportedMediaType("Send the body as application/json")
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            raise BadRequest("The body is not valid JSON") from None
-        raise ValidationFailed(
-            "The request has invalid fields", errors=validation_errors(errors)
-        ) from None
-
-
 def idempotency_key(request: Request) -> str | None:
     raw = request.headers.get("idempotency-key")
     if raw is None:
@@ -93,16 +69,37 @@ def idempotency_key(request: Request) -> str | None:
     return raw
 
 
-async def public_guard(request: Request) -> None:
-    """What every public route checks first: the optional per-IP rate limit."""
-    await public_rate_limit(request)
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sends a public POST: what its handler needs besides the body."""
+
+    state: State
+    client_ip: str
+    user_agent: str | None
+
+
+async def public_caller(request: Request) -> Caller:
+    """What every public POST does first: find the client (once) and apply the optional
+    per-IP rate limit (RATE_LIMIT_PUBLIC)."""
+    state = state_of(request)
+    ip = client_ip(request, state.settings.trusted_proxies)
+    if state.rate_limiter is not None:
+        await state.rate_limiter.check(ip)
+    return Caller(state, ip, user_agent(request))
+
+
+def answer(outcome: Outcome[Any]) -> Response:
+    """The HTTP answer of a public POST's outcome, marked when it is a replay."""
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")
 
 
 class PublicFastLane:
     """Serve the public POSTs straight from their handlers (see the module docstring).
 
     It sits inside the request-context middleware (request id, body limit, access log,
-    metrics) and CORS, so those apply unchanged.
+    metrics) and CORS, so those apply unchanged; errors are answered by the app's own
+    handlers (http/errors.py).
     """
 
     def __init__(self, app: ASGIApp, *, routes: dict[str, Handler]) -> None:
@@ -118,8 +115,6 @@ class PublicFastLane:
         request = Request(scope, receive)
         try:
             response = await handler(request)
-        except OutreachError as exc:
-            response = error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - outage 503 or logged 500, like the app's
-            response = await handle_unexpected(request, exc)
+        except Exception as exc:  # noqa: BLE001 - answered as the app answers it
+            response = await render_exception(request, exc)
         await response(scope, receive, send)

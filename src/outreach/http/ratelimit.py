@@ -12,12 +12,10 @@ import time
 from typing import Any
 
 import structlog
-from fastapi import Request
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from outreach.http.client import client_ip
 from outreach.core.errors import RateLimited
 
 log = structlog.get_logger("outreach.ratelimit")
@@ -56,10 +54,3 @@ def make_rate_limiter(rate: str | None, redis_url: Any) -> PublicRateLimiter | N
         return None
     url = redis_url if isinstance(redis_url, str) else None
     return PublicRateLimiter(rate, url)
-
-
-async def public_rate_limit(request: Request) -> None:
-    """Dependency of the public routes."""
-    limiter: PublicRateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None:
-        await limiter.check(client_ip(request))

@@ -12,17 +12,16 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from starlette.responses import Response
 
 from outreach.core.errors import IdempotencyInFlight, IdempotencyKeyReused
+from outreach.db.base import table_of, utcnow
 from outreach.db.fast import FastConn, FastDB
 from outreach.idempotency.models import IdempotencyKey
-from outreach.db.base import table_of, utcnow
 
 TTL = timedelta(hours=24)
 STALE_AFTER = timedelta(seconds=60)
@@ -72,11 +71,17 @@ _COMPLETE = (
 _PURGE = delete(_t).where(_t.c.expires_at <= bindparam("p_now"))
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Generic[T]):
+    """A public POST's answer, and what its work returned (None when replayed)."""
+
     status: int
     body: bytes
     replayed: bool
+    value: T | None = None
 
 
 def request_hash(payload: Any) -> str:
@@ -84,10 +89,11 @@ def request_hash(payload: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-Work = Callable[[FastConn], Awaitable[tuple[int, bytes]]]
+# The work of a request, on its connection: (status, body, a value for the caller).
+Work = Callable[[FastConn], Awaitable[tuple[int, bytes, T]]]
 
 
-async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome | None:
+async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome[Any] | None:
     """None when this request now holds the key; else the answer to give instead."""
     for _ in range(2):
         now = utcnow()
@@ -126,20 +132,21 @@ async def _claim_key(db: FastDB, scope: str, key: str, digest: str) -> Outcome |
     raise IdempotencyInFlight("A request with this Idempotency-Key is still running")
 
 
-async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: Work) -> Outcome:
-    """Run `work` in a transaction, at most once per (scope, key) and body within 24 h."""
+async def run_once(
+    db: FastDB, scope: str, key: str | None, payload: Any, work: Work[T]
+) -> Outcome[T]:
+    """Run `work` at most once per (scope, key) and body within 24 h, in a transaction with
+    the stored answer; without a key its statements autocommit (group commit)."""
     if key is None:
-        # The public writes are single statements: autocommit, one round trip.
-        async with db.connection() as conn:
-            status, body = await work(conn)
-        return Outcome(status, body, False)
+        status, body, value = await work(db)
+        return Outcome(status, body, False, value)
     digest = request_hash(payload)
     earlier = await _claim_key(db, scope, key, digest)
     if earlier is not None:
         return earlier
     try:
         async with db.transaction() as conn:
-            status, body = await work(conn)
+            status, body, value = await work(conn)
             await conn.execute(
                 _COMPLETE,
                 {"p_scope": scope, "p_key": key, "p_status": status, "p_body": body.decode()},
@@ -149,14 +156,8 @@ async def run_once(db: FastDB, scope: str, key: str | None, payload: Any, work: 
         with contextlib.suppress(Exception):
             await db.execute(_RELEASE, {"p_scope": scope, "p_key": key})
         raise
-    return Outcome(status, body, False)
+    return Outcome(status, body, False, value)
 
 
 async def purge_expired(db: FastDB) -> None:
     await db.execute(_PURGE, {"p_now": utcnow()})
-
-
-def answer(outcome: Outcome) -> Response:
-    """The HTTP answer of an outcome, marked when it is a replay."""
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")

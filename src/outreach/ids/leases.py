@@ -193,7 +193,7 @@ class LeasedIds:
     def ready(self) -> bool:
         """For /readyz: false while next_id() would fail."""
         gen = self._gen
-        return gen is not None and time.monotonic() < self._valid_until and gen.clock_ok()
+        return gen is not None and time.monotonic() < self._valid_until and gen.ready()
 
     @property
     def key(self) -> str:

@@ -122,7 +122,7 @@ class SnowflakeGenerator:
     def worker_id(self) -> int:
         return self._worker_id
 
-    def clock_ok(self) -> bool:
+    def ready(self) -> bool:
         """False while the clock is further behind the last id than next_id() would wait out
         (readiness: such a process cannot create anything until the clock catches up)."""
         return self._clock() >= self._last_ms - self._max_backwards_ms

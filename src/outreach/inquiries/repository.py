@@ -8,20 +8,21 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.db.fast import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.db.listing import ListQuery, fetch_page
 from outreach.db.base import table_of
+from outreach.db.batch import Grouped, unnest_insert
+from outreach.db.fast import FastConn, FastDB, Row
+from outreach.db.listing import ListQuery, fetch_page
 from outreach.inquiries.models import Inquiry, InquiryStatus
 
 _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
 INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
-# Group commit on PostgreSQL (core/fastdb.py): a burst of submits is one INSERT.
-INSERT_GROUPED = Grouped(INSERT, unnest_insert(_t))
+# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT.
+INSERT_GROUPED = {"postgresql": Grouped(INSERT, unnest_insert(_t)), "sqlite": Grouped(INSERT)}
 
 
-async def insert_row(conn: FastConn, row: dict[str, Any]) -> None:
-    await conn.execute_grouped(INSERT_GROUPED, row)
+async def insert_row(conn: FastConn, dialect: str, row: dict[str, Any]) -> None:
+    await conn.execute_grouped(INSERT_GROUPED[dialect], row)
 
 
 async def get(

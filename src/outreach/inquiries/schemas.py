@@ -1,8 +1,10 @@
-"""Inquiry wire models (API.md section 3)."""
+"""Inquiry wire models (API.md section 3) and the serializers every answer uses."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -17,6 +19,7 @@ from outreach.core.schemas import (
     Page,
     Text,
     Timestamp,
+    format_time,
     patch_schema,
 )
 from outreach.inquiries.models import InquiryStatus
@@ -65,6 +68,51 @@ class InquiryOut(OutModel):
 
 class InquiryPage(Page[InquiryOut]):
     pass
+
+
+def submitted_json(inquiry_id: int, created_at: datetime) -> dict[str, Any]:
+    """SubmitOut's JSON: the same for every submit, honeypot and blocklist included."""
+    return {"id": str(inquiry_id), "status": "SENT", "createdAt": format_time(created_at)}
+
+
+def inquiry_json(row: Any) -> dict[str, Any]:
+    """InquiryOut's JSON of a row (a record, a mapping or the ORM object), without pydantic:
+    every route and the `inquiry.sent` event answer with it. tests/inquiries/test_schemas.py
+    pins it to InquiryOut, the documented schema."""
+    get = partial(getattr, row) if hasattr(row, "_sa_instance_state") else row.__getitem__
+    created_at = get("created_at")
+    created = format_time(created_at)
+    updated = get("updated_at")
+    deleted = get("deleted_at")
+    return {
+        "id": str(get("id")),
+        "name": get("name"),
+        "email": get("email"),
+        "phone": get("phone"),
+        "subject": get("subject"),
+        "message": get("message"),
+        "source": get("source"),
+        "status": str(get("status")),
+        "note": get("note"),
+        "clientIp": get("client_ip"),
+        "userAgent": get("user_agent"),
+        "createdAt": created,
+        "updatedAt": created if updated == created_at else format_time(updated),
+        "deletedAt": format_time(deleted) if deleted is not None else None,
+    }
+
+
+def updated_json(row: Any, updated_by: str) -> dict[str, Any]:
+    """The `inquiry.updated` event's payload (InquiryEvent)."""
+    inquiry = inquiry_json(row)
+    return {
+        "id": inquiry["id"],
+        "status": inquiry["status"],
+        "note": inquiry["note"],
+        "updatedAt": inquiry["updatedAt"],
+        "deletedAt": inquiry["deletedAt"],
+        "updatedBy": updated_by,
+    }
 
 
 class InquiryUpdate(InModel):

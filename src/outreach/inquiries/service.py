@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,153 +9,125 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import InvalidTransition, NotFound
-from outreach.db.fast import FastConn, FastDB
-from outreach.idempotency.service import Outcome, run_once
-from outreach.db.listing import ListQuery, page_body
-from outreach.state import Runtime
-from outreach.core.schemas import format_time, parse_id
+from outreach.core.schemas import parse_id
 from outreach.core.text import search_key
 from outreach.db.base import after_commit, utcnow
+from outreach.db.fast import FastConn
+from outreach.db.listing import ListQuery, page_body
+from outreach.idempotency.service import Outcome, run_once
 from outreach.inquiries import repository
 from outreach.inquiries.models import TRANSITIONS, Inquiry, InquiryStatus
 from outreach.inquiries.schemas import (
     BulkStatus,
     BulkStatusOut,
-    InquiryEvent,
     InquirySubmit,
     InquiryUpdate,
     Skipped,
+    inquiry_json,
+    submitted_json,
+    updated_json,
 )
+from outreach.state import State
 
 
-def to_out(row: Mapping[str, Any]) -> dict[str, Any]:
-    """InquiryOut's JSON of a row, without pydantic: once per submit (the inquiry.sent event)
-    and per row of a list page. The tests compare both with GET /inquiries/{id}."""
-    created = format_time(row["created_at"])
-    updated = row["updated_at"]
-    deleted = row["deleted_at"]
+def new_row(
+    inquiry_id: int, body: InquirySubmit, *, client_ip: str | None, user_agent: str | None
+) -> dict[str, Any]:
+    """Every column of a submitted inquiry; a filled honeypot is stored CANCELLED."""
+    now = utcnow()
+    honeypot = bool(body.website and body.website.strip())
     return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "email": row["email"],
-        "phone": row["phone"],
-        "subject": row["subject"],
-        "message": row["message"],
-        "source": row["source"],
-        "status": str(row["status"]),
-        "note": row["note"],
-        "clientIp": row["client_ip"],
-        "userAgent": row["user_agent"],
-        "createdAt": created,
-        "updatedAt": created if updated == row["created_at"] else format_time(updated),
-        "deletedAt": format_time(deleted) if deleted is not None else None,
+        "id": inquiry_id,
+        "name": body.name,
+        "email": body.email,
+        "phone": body.phone,
+        "subject": body.subject,
+        "message": body.message,
+        "source": body.source,
+        "status": InquiryStatus.CANCELLED if honeypot else InquiryStatus.SENT,
+        "note": None,
+        "client_ip": client_ip,
+        "user_agent": user_agent,
+        "search_text": search_key(body.name, body.email, body.subject, body.message),
+        "created_at": now,
+        "updated_at": now,
+        "deleted_at": None,
     }
 
 
 class InquiryService:
     async def submit(
         self,
-        rt: Runtime,
+        state: State,
         body: InquirySubmit,
         *,
         client_ip: str | None,
         user_agent: str | None,
         idempotency_key: str | None,
-    ) -> Outcome:
-        honeypot = bool(body.website and body.website.strip())
-        captured: dict[str, Any] = {}
+    ) -> Outcome[None]:
+        row = new_row(state.ids.next_id(), body, client_ip=client_ip, user_agent=user_agent)
+        # Every submit is answered the same, honeypot included.
+        answer = orjson.dumps(submitted_json(row["id"], row["created_at"]))
 
-        async def work(conn: FastConn) -> tuple[int, bytes]:
-            now = utcnow()
-            row = {
-                "id": rt.ids.next_id(),
-                "name": body.name,
-                "email": body.email,
-                "phone": body.phone,
-                "subject": body.subject,
-                "message": body.message,
-                "source": body.source,
-                # A filled honeypot is stored, cancelled, and answered exactly like the rest.
-                "status": InquiryStatus.CANCELLED if honeypot else InquiryStatus.SENT,
-                "note": None,
-                "client_ip": client_ip,
-                "user_agent": user_agent,
-                "search_text": search_key(body.name, body.email, body.subject, body.message),
-                "created_at": now,
-                "updated_at": now,
-                "deleted_at": None,
-            }
-            await repository.insert_row(conn, row)
-            captured["row"] = row
-            answer = {"id": str(row["id"]), "status": "SENT", "createdAt": format_time(now)}
-            return 201, orjson.dumps(answer)
+        async def work(conn: FastConn) -> tuple[int, bytes, None]:
+            await repository.insert_row(conn, state.fastdb.dialect, row)
+            return 201, answer, None
 
-        # Hashed only with an Idempotency-Key (core/idempotency.py).
+        # Hashed only with an Idempotency-Key (idempotency/service.py).
         payload = body.model_dump(mode="json") if idempotency_key is not None else None
-        outcome = await run_once(rt.fastdb, "inquiries.submit", idempotency_key, payload, work)
-        row = captured.get("row")
-        if row is not None and not honeypot:
-            rt.metrics.inquiries_submitted.inc()
-            rt.events.publish("inquiry.sent", to_out(row), inquiryId=str(row["id"]))
+        outcome = await run_once(state.fastdb, "inquiries.submit", idempotency_key, payload, work)
+        # A replay stored nothing now; a honeypot notifies nobody.
+        if not outcome.replayed and row["status"] == InquiryStatus.SENT:
+            state.metrics.inquiries_submitted.inc()
+            state.events.publish("inquiry.sent", inquiry_json(row), inquiryId=str(row["id"]))
         return outcome
 
     async def get(
-        self, session: AsyncSession, raw_id: str, *, include_deleted: bool = False
+        self, session: AsyncSession, inquiry_id: int, *, include_deleted: bool = False
     ) -> Inquiry:
-        inquiry_id = parse_id(raw_id)
-        found = None
-        if inquiry_id is not None:
-            found = await repository.get(session, inquiry_id, include_deleted=include_deleted)
+        found = await repository.get(session, inquiry_id, include_deleted=include_deleted)
         if found is None:
             raise NotFound("No such inquiry")
         return found
 
     async def page(
         self,
-        db: FastDB,
+        state: State,
         query: ListQuery,
         *,
         statuses: list[InquiryStatus] | None,
         email: str | None,
     ) -> bytes:
         """The JSON of an InquiryPage."""
-        rows, next_cursor, total = await repository.page(db, query, statuses=statuses, email=email)
-        return page_body([to_out(r) for r in rows], query.limit, next_cursor, total)
+        rows, next_cursor, total = await repository.page(
+            state.fastdb, query, statuses=statuses, email=email
+        )
+        return page_body([inquiry_json(r) for r in rows], query.limit, next_cursor, total)
 
-    async def _locked(self, session: AsyncSession, raw_id: str, *, deleted: bool) -> Inquiry:
-        inquiry_id = parse_id(raw_id)
-        found = None
-        if inquiry_id is not None:
-            found = await repository.get(session, inquiry_id, include_deleted=deleted, lock=True)
+    async def _locked(self, session: AsyncSession, inquiry_id: int, *, deleted: bool) -> Inquiry:
+        found = await repository.get(session, inquiry_id, include_deleted=deleted, lock=True)
         if found is None:
             raise NotFound("No such inquiry")
         return found
 
     def _changed(
-        self, rt: Runtime, session: AsyncSession, inquiry: Inquiry, actor: AuthPrincipal
+        self, state: State, session: AsyncSession, inquiry: Inquiry, actor: AuthPrincipal
     ) -> None:
-        event = InquiryEvent(
-            id=inquiry.id,
-            status=InquiryStatus(inquiry.status),
-            note=inquiry.note,
-            updated_at=inquiry.updated_at,
-            deleted_at=inquiry.deleted_at,
-            updated_by=actor.sub,
-        ).model_dump(mode="json", by_alias=True)
+        event = updated_json(inquiry, actor.sub)
         after_commit(
             session,
-            lambda: rt.events.publish("inquiry.updated", event, inquiryId=str(inquiry.id)),
+            lambda: state.events.publish("inquiry.updated", event, inquiryId=event["id"]),
         )
 
     async def update(
         self,
         session: AsyncSession,
-        rt: Runtime,
-        raw_id: str,
+        state: State,
+        inquiry_id: int,
         body: InquiryUpdate,
         actor: AuthPrincipal,
     ) -> Inquiry:
-        inquiry = await self._locked(session, raw_id, deleted=False)
+        inquiry = await self._locked(session, inquiry_id, deleted=False)
         changed = False
         if body.status is not None and body.status != inquiry.status:
             if body.status not in TRANSITIONS[InquiryStatus(inquiry.status)]:
@@ -171,11 +142,11 @@ class InquiryService:
         if changed:
             inquiry.updated_at = utcnow()
             await session.flush()
-            self._changed(rt, session, inquiry, actor)
+            self._changed(state, session, inquiry, actor)
         return inquiry
 
     async def bulk_status(
-        self, session: AsyncSession, rt: Runtime, body: BulkStatus, actor: AuthPrincipal
+        self, session: AsyncSession, state: State, body: BulkStatus, actor: AuthPrincipal
     ) -> BulkStatusOut:
         wanted = list(dict.fromkeys(body.ids))
         parsed = {raw: parse_id(raw) for raw in wanted}
@@ -200,27 +171,27 @@ class InquiryService:
                 inquiry.status = body.status
                 inquiry.updated_at = now
                 updated.append(raw)
-                self._changed(rt, session, inquiry, actor)
+                self._changed(state, session, inquiry, actor)
         await session.flush()
         return BulkStatusOut(updated=updated, skipped=skipped)
 
     async def delete(
-        self, session: AsyncSession, rt: Runtime, raw_id: str, actor: AuthPrincipal
+        self, session: AsyncSession, state: State, inquiry_id: int, actor: AuthPrincipal
     ) -> None:
-        inquiry = await self._locked(session, raw_id, deleted=False)
+        inquiry = await self._locked(session, inquiry_id, deleted=False)
         inquiry.deleted_at = inquiry.updated_at = utcnow()
         await session.flush()
-        self._changed(rt, session, inquiry, actor)
+        self._changed(state, session, inquiry, actor)
 
     async def restore(
-        self, session: AsyncSession, rt: Runtime, raw_id: str, actor: AuthPrincipal
+        self, session: AsyncSession, state: State, inquiry_id: int, actor: AuthPrincipal
     ) -> Inquiry:
-        inquiry = await self._locked(session, raw_id, deleted=True)
+        inquiry = await self._locked(session, inquiry_id, deleted=True)
         if inquiry.deleted_at is not None:
             inquiry.deleted_at = None
             inquiry.updated_at = utcnow()
             await session.flush()
-            self._changed(rt, session, inquiry, actor)
+            self._changed(state, session, inquiry, actor)
         return inquiry
 
 

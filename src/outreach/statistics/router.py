@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Depends, Query, Response
 
-from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import problem_responses
-from outreach.http.routing import ContentTypeRoute
-from outreach.state import RuntimeDep
 from outreach.core.schemas import json_response
-from outreach.db.base import SessionDep, utcnow
+from outreach.db.base import utcnow
+from outreach.http.deps import SessionDep, require
+from outreach.http.routing import Router
+from outreach.state import StateDep
 from outreach.statistics.schemas import InquiryStatistics, Interval, SubscriberStatistics
 from outreach.statistics.service import Window, window
 from outreach.statistics.service import statistics as statistics_service
 
-router = APIRouter(route_class=ContentTypeRoute, tags=["statistics"])
+router = Router(tags=["statistics"])
 Reader = Annotated[AuthPrincipal, require("statistics", "read")]
 ERRORS = problem_responses(401, 403, 422, 503)
 
 
 async def _window(
-    rt: RuntimeDep,
+    state: StateDep,
     from_: Annotated[
         str | None,
         Query(
@@ -46,7 +46,7 @@ async def _window(
         str | None, Query(max_length=64, description="IANA zone; default APP_TIMEZONE")
     ] = None,
 ) -> Window:
-    return window(from_, to, interval, tz or rt.settings.app_timezone, now=utcnow())
+    return window(from_, to, interval, tz or state.settings.app_timezone, now=utcnow())
 
 
 WindowDep = Annotated[Window, Depends(_window)]

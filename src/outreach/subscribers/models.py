@@ -1,14 +1,17 @@
-"""The subscribers table."""
+"""The subscribers table, and the values each change of state writes (one rule, one place)."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from outreach.core.text import search_key
 from outreach.db.base import Base
+from outreach.subscribers.tokens import new_selector
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -53,3 +56,42 @@ class Subscriber(Base):
         Index("ix_subscribers_subscribed_at", "subscribed_at"),
         Index("ix_subscribers_unsubscribed_at", "unsubscribed_at"),
     )
+
+
+def subscribed(now: Any) -> dict[str, Any]:
+    """A subscription, new or back: ACTIVE from `now`, with a new selector (which kills the
+    old token, derived or legacy). Every path writes these: the public upsert (new row and
+    resubscribe), the admin create, and PATCH to ACTIVE."""
+    return {
+        "status": SubscriberStatus.ACTIVE.value,
+        "subscribed_at": now,
+        "unsubscribed_at": None,
+        "unsubscribe_selector": new_selector(),
+        "legacy_token_hash": None,
+        "updated_at": now,
+    }
+
+
+def unsubscribed(now: Any) -> dict[str, Any]:
+    """Leaving: the public token route and PATCH to UNSUBSCRIBED."""
+    return {
+        "status": SubscriberStatus.UNSUBSCRIBED.value,
+        "unsubscribed_at": now,
+        "updated_at": now,
+    }
+
+
+def new_row(
+    subscriber_id: int, email: str, name: str | None, source: str | None, now: datetime
+) -> dict[str, Any]:
+    """Every column of a new subscriber (public subscribe and admin create)."""
+    return {
+        "id": subscriber_id,
+        "email": email,
+        "name": name,
+        "source": source,
+        "search_text": search_key(email, name),
+        "created_at": now,
+        "deleted_at": None,
+        **subscribed(now),
+    }

@@ -5,39 +5,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.db.fast import FastConn, FastDB, Grouped, Row, unnest_insert
-from outreach.db.listing import ListQuery, fetch_page, list_filter, rows_statement
 from outreach.db.base import table_of
-from outreach.subscribers.models import Subscriber, SubscriberStatus
+from outreach.db.batch import Grouped, unnest_insert
+from outreach.db.fast import FastConn, FastDB, Row
+from outreach.db.listing import ListQuery, fetch_page, list_filter, rows_statement
+from outreach.subscribers.models import Subscriber, SubscriberStatus, subscribed, unsubscribed
 
 _t = table_of(Subscriber)
 COLUMNS = tuple(c.name for c in _t.columns)
 PUBLIC_COLUMNS = tuple(c for c in _t.columns if c.name != "legacy_token_hash")
 PUBLIC_NAMES = tuple(c.name for c in PUBLIC_COLUMNS)
+_SUBSCRIBED = tuple(subscribed(None))  # the columns a subscription writes
 
 
 def _upsert(stmt: Any) -> Any:
+    """New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new row's subscription
+    values (models.subscribed: a new selector, so the old token dies). ACTIVE: the WHERE
+    leaves it untouched and nothing is returned."""
     new = stmt.excluded
-    # New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new selector, so the old
-    # token (derived or legacy) dies; no token is stored, none is computed here.
-    # ACTIVE: the WHERE leaves it untouched and nothing is returned.
     return stmt.on_conflict_do_update(
         index_elements=["email"],
         index_where=_t.c.deleted_at.is_(None),
         set_={
-            "status": SubscriberStatus.ACTIVE.value,
+            **{name: new[name] for name in _SUBSCRIBED},
+            # A resubscribe keeps the old name and source unless new ones are given (and its
+            # search text with them: the email is the same).
             "name": func.coalesce(new.name, _t.c.name),
             "source": func.coalesce(new.source, _t.c.source),
-            "subscribed_at": new.subscribed_at,
-            "unsubscribed_at": None,
-            "unsubscribe_selector": new.unsubscribe_selector,
-            "legacy_token_hash": None,
-            "search_text": new.search_text,
-            "updated_at": new.updated_at,
+            "search_text": case((new.name.is_(None), _t.c.search_text), else_=new.search_text),
         },
         where=_t.c.status == SubscriberStatus.UNSUBSCRIBED.value,
     ).returning(*PUBLIC_COLUMNS)
@@ -47,13 +46,15 @@ def _one_row(insert: Any) -> Any:
     return _upsert(insert(_t).values({name: bindparam(name) for name in COLUMNS}))
 
 
-SUBSCRIBE = {"postgresql": _one_row(postgresql.insert), "sqlite": _one_row(sqlite.insert)}
-# Group commit on PostgreSQL (core/fastdb.py): each request finds its row by its new selector.
-SUBSCRIBE_GROUPED = {
-    dialect: Grouped(
-        stmt, _upsert(unnest_insert(_t)), match="unsubscribe_selector", distinct="email"
-    )
-    for dialect, stmt in SUBSCRIBE.items()
+# Group commit on PostgreSQL (db/batch.py): each request finds its row by its new selector.
+SUBSCRIBE = {
+    "postgresql": Grouped(
+        _one_row(postgresql.insert),
+        _upsert(unnest_insert(_t)),
+        match="unsubscribe_selector",
+        distinct="email",
+    ),
+    "sqlite": Grouped(_one_row(sqlite.insert)),
 }
 FIND_BY_SELECTOR = select(_t.c.id, _t.c.legacy_token_hash, _t.c.status).where(
     _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
@@ -65,18 +66,14 @@ UNSUBSCRIBE = (
         _t.c.status == SubscriberStatus.ACTIVE.value,
         _t.c.deleted_at.is_(None),
     )
-    .values(
-        status=SubscriberStatus.UNSUBSCRIBED.value,
-        unsubscribed_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
+    .values(unsubscribed(bindparam("now")))
     .returning(*PUBLIC_COLUMNS)
 )
 
 
 async def subscribe(conn: FastConn, dialect: str, row: dict[str, Any]) -> Row | None:
     """The subscriber when it became ACTIVE (new or back); None when it already was."""
-    return await conn.fetch_grouped(SUBSCRIBE_GROUPED[dialect], row)
+    return await conn.fetch_grouped(SUBSCRIBE[dialect], row)
 
 
 async def find_by_selector(db: FastDB, selector: str) -> Row | None:

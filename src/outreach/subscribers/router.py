@@ -5,28 +5,26 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.types import Receive, Scope, Send
 
-from outreach.auth.permissions import require
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import (
     BadRequest,
     UnsupportedMediaType,
     ValidationFailed,
     problem_responses,
-    validation_errors,
 )
-from outreach.idempotency.service import answer
-from outreach.db.listing import ListQuery, include_deleted_dependency, list_query_dependency
-from outreach.http.public import idempotency_key, json_body, json_body_doc, public_guard
-from outreach.http.routing import FORM_TYPES, JSON_TYPES, ContentTypeRoute, media_type
-from outreach.state import RuntimeDep
-from outreach.db.base import SessionDep
+from outreach.core.schemas import json_data
+from outreach.db.listing import ListQuery
+from outreach.http.deps import SessionDep, require
+from outreach.http.params import SnowflakeId, include_deleted_dependency, list_query_dependency
+from outreach.http.public import answer, idempotency_key, json_body_doc, public_caller
+from outreach.http.routing import FORM_TYPES, Router, is_json, media_type, parse_json, read_json
+from outreach.state import StateDep
+from outreach.subscribers.export import ExportResponse, start_export
 from outreach.subscribers.models import SubscriberStatus
 from outreach.subscribers.schemas import (
     Accepted,
@@ -37,11 +35,11 @@ from outreach.subscribers.schemas import (
     SubscriberUpdate,
     Unsubscribed,
     UnsubscribeIn,
+    subscriber_json,
 )
-from outreach.subscribers.service import ExportStream
 from outreach.subscribers.service import subscriber as subscriber_service
 
-router = APIRouter(route_class=ContentTypeRoute)
+router = Router()
 
 Reader = Annotated[AuthPrincipal, require("subscribers", "read")]
 Creator = Annotated[AuthPrincipal, require("subscribers", "create")]
@@ -71,7 +69,7 @@ _UNSUBSCRIBE_BODY: dict[str, Any] = {
 }
 
 
-@router.post(
+@router.public_post(
     "/subscribers/subscribe",
     status_code=202,
     response_model=Accepted,
@@ -81,19 +79,16 @@ _UNSUBSCRIBE_BODY: dict[str, Any] = {
 )
 async def subscribe(request: Request) -> Response:
     """Subscribe to the newsletter (public). The answer is the same for every valid body."""
-    await public_guard(request)
+    caller = await public_caller(request)
     key = idempotency_key(request)
-    body = await json_body(request, SubscribeIn)
-    outcome = await subscriber_service.subscribe(
-        request.app.state.runtime, body, idempotency_key=key
-    )
-    return answer(outcome)
+    body = await read_json(request, SubscribeIn)
+    return answer(await subscriber_service.subscribe(caller.state, body, idempotency_key=key))
 
 
 async def _token_from_body(request: Request) -> str | None:
+    """The token of a JSON or form body (RFC 8058 one-click posts a form); None without."""
     kind = media_type(request)
-    # The fast lane (core/public.py) skips ContentTypeRoute: check the type here too.
-    if kind and kind not in FORM_TYPES and kind not in JSON_TYPES and not kind.endswith("+json"):
+    if kind and kind not in FORM_TYPES and not is_json(kind):
         raise UnsupportedMediaType("Send the token as JSON, a form field or ?token=")
     if kind in FORM_TYPES:
         try:
@@ -107,19 +102,10 @@ async def _token_from_body(request: Request) -> str | None:
         return None
     if not kind:
         raise UnsupportedMediaType("Content-Type is required for a body")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("The body is not valid JSON") from None
-    try:
-        return UnsubscribeIn.model_validate(data).token
-    except ValidationError as exc:
-        raise ValidationFailed(
-            "The request has invalid fields", errors=validation_errors(exc.errors())
-        ) from None
+    return parse_json(raw, UnsubscribeIn).token
 
 
-@router.post(
+@router.public_post(
     "/subscribers/unsubscribe",
     response_model=Unsubscribed,
     tags=["public"],
@@ -133,7 +119,7 @@ async def unsubscribe(
     ] = None,
 ) -> Response:
     """Leave the newsletter with the secret token: JSON, form field or `?token=` (RFC 8058)."""
-    await public_guard(request)
+    caller = await public_caller(request)
     if token is None:  # the fast lane calls this handler directly: read the query itself
         token = request.query_params.get("token")
     if token is not None and len(token) > 128:
@@ -143,7 +129,7 @@ async def unsubscribe(
         raise ValidationFailed(
             "An unsubscribe token is required", errors=[("token", "field required")]
         )
-    await subscriber_service.unsubscribe(request.app.state.runtime, given)
+    await subscriber_service.unsubscribe(caller.state, given)
     return Response(UNSUBSCRIBED, media_type="application/json")
 
 
@@ -152,10 +138,10 @@ ADMIN = problem_responses(401, 403, 422, 503)
 
 @router.get("/subscribers", response_model=SubscriberPage, tags=["subscribers"], responses=ADMIN)
 async def list_subscribers(
-    rt: RuntimeDep, _: Reader, listing: Listing, status: StatusFilter = None
+    state: StateDep, _: Reader, listing: Listing, status: StatusFilter = None
 ) -> Response:
     """List subscribers, newest first, with filters and keyset pagination."""
-    body = await subscriber_service.page(rt.fastdb, listing, status)
+    body = await subscriber_service.page(state, listing, status)
     return Response(body, media_type="application/json")
 
 
@@ -167,25 +153,11 @@ async def list_subscribers(
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
 )
 async def create_subscriber(
-    body: SubscriberCreate, session: SessionDep, rt: RuntimeDep, _: Creator
-) -> SubscriberOut:
+    body: SubscriberCreate, session: SessionDep, state: StateDep, _: Creator
+) -> Response:
     """Add an ACTIVE subscriber; 409 when the email is taken."""
-    return SubscriberOut.model_validate(await subscriber_service.create(session, rt, body))
-
-
-class ExportResponse(StreamingResponse):
-    """The CSV stream, closed however the response ends (the client may leave, or never
-    get the first byte), so the cursor's connection goes back and the end line is logged."""
-
-    def __init__(self, stream: ExportStream, **kwargs: Any) -> None:
-        super().__init__(stream, **kwargs)
-        self.stream = stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.stream.close()
+    created = await subscriber_service.create(session, state, body)
+    return json_data(subscriber_json(created), 201)
 
 
 @router.get(
@@ -201,7 +173,7 @@ class ExportResponse(StreamingResponse):
     },
 )
 async def export_subscribers(
-    request: Request, rt: RuntimeDep, actor: Exporter, listing: Listing, status: StatusFilter = None
+    state: StateDep, actor: Exporter, listing: Listing, status: StatusFilter = None
 ) -> StreamingResponse:
     """Live subscribers as CSV with their unsubscribe links, for the mailing tool (OWNER)."""
     live = ListQuery(
@@ -215,63 +187,63 @@ async def export_subscribers(
     )
     # Awaited here: the query runs and the first rows are read before the answer starts, so
     # a database that fails now answers problem+json (503/500) instead of a 200 and no rows.
-    stream = await subscriber_service.export_csv(request.app.state.engine, rt, live, status, actor)
-    return ExportResponse(
-        stream,
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": 'attachment; filename="subscribers.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return ExportResponse(await start_export(state, live, status, actor))
 
 
 @router.get(
-    "/subscribers/{subscriber_id}",
+    "/subscribers/{id}",
     response_model=SubscriberOut,
     tags=["subscribers"],
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def get_subscriber(
-    subscriber_id: str, session: SessionDep, _: Reader, include_deleted: IncludeDeleted
-) -> SubscriberOut:
+    subscriber_id: SnowflakeId, session: SessionDep, _: Reader, include_deleted: IncludeDeleted
+) -> Response:
     """One subscriber."""
     found = await subscriber_service.get(session, subscriber_id, include_deleted=include_deleted)
-    return SubscriberOut.model_validate(found)
+    return json_data(subscriber_json(found))
 
 
 @router.patch(
-    "/subscribers/{subscriber_id}",
+    "/subscribers/{id}",
     response_model=SubscriberOut,
     tags=["subscribers"],
     responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
 )
 async def update_subscriber(
-    subscriber_id: str, body: SubscriberUpdate, session: SessionDep, rt: RuntimeDep, _: Updater
-) -> SubscriberOut:
+    subscriber_id: SnowflakeId,
+    body: SubscriberUpdate,
+    session: SessionDep,
+    state: StateDep,
+    _: Updater,
+) -> Response:
     """Change a subscriber's name or status."""
-    updated = await subscriber_service.update(session, rt, subscriber_id, body)
-    return SubscriberOut.model_validate(updated)
+    updated = await subscriber_service.update(session, state, subscriber_id, body)
+    return json_data(subscriber_json(updated))
 
 
 @router.delete(
-    "/subscribers/{subscriber_id}",
+    "/subscribers/{id}",
     status_code=204,
     tags=["subscribers"],
     responses=problem_responses(401, 403, 404, 503),
 )
-async def delete_subscriber(subscriber_id: str, session: SessionDep, _: Deleter) -> Response:
+async def delete_subscriber(
+    subscriber_id: SnowflakeId, session: SessionDep, _: Deleter
+) -> Response:
     """Soft-delete a subscriber (it can be restored)."""
     await subscriber_service.delete(session, subscriber_id)
     return Response(status_code=204)
 
 
 @router.post(
-    "/subscribers/{subscriber_id}/restore",
+    "/subscribers/{id}/restore",
     response_model=SubscriberOut,
     tags=["subscribers"],
     responses=problem_responses(401, 403, 404, 409, 503),
 )
-async def restore_subscriber(subscriber_id: str, session: SessionDep, _: Restorer) -> SubscriberOut:
+async def restore_subscriber(
+    subscriber_id: SnowflakeId, session: SessionDep, _: Restorer
+) -> Response:
     """Restore a soft-deleted subscriber; 409 when a live subscriber now has its email."""
-    return SubscriberOut.model_validate(await subscriber_service.restore(session, subscriber_id))
+    return json_data(subscriber_json(await subscriber_service.restore(session, subscriber_id)))

@@ -1,8 +1,12 @@
-"""Subscriber wire models (API.md section 3). The unsubscribe token is in none of them."""
+"""Subscriber wire models (API.md section 3) and the one serializer every answer uses.
+
+The unsubscribe token is in none of them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +19,7 @@ from outreach.core.schemas import (
     OutModel,
     Page,
     Timestamp,
+    format_time,
     patch_schema,
 )
 from outreach.subscribers.models import SubscriberStatus
@@ -57,6 +62,28 @@ class SubscriberOut(OutModel):
 
 class SubscriberPage(Page[SubscriberOut]):
     pass
+
+
+def subscriber_json(row: Any) -> dict[str, Any]:
+    """SubscriberOut's JSON of a row (a record, a mapping or the ORM object), without
+    pydantic: every route and event answers with it. tests/subscribers/test_schemas.py pins
+    it to SubscriberOut, the documented schema."""
+    get = partial(getattr, row) if hasattr(row, "_sa_instance_state") else row.__getitem__
+    unsubscribed, deleted = get("unsubscribed_at"), get("deleted_at")
+    created, updated, subscribed = get("created_at"), get("updated_at"), get("subscribed_at")
+    created_text = format_time(created)  # a new subscriber's three times are one: format once
+    return {
+        "id": str(get("id")),
+        "email": get("email"),
+        "name": get("name"),
+        "source": get("source"),
+        "status": str(get("status")),
+        "subscribedAt": created_text if subscribed == created else format_time(subscribed),
+        "unsubscribedAt": format_time(unsubscribed) if unsubscribed is not None else None,
+        "createdAt": created_text,
+        "updatedAt": created_text if updated == created else format_time(updated),
+        "deletedAt": format_time(deleted) if deleted is not None else None,
+    }
 
 
 class SubscriberUpdate(InModel):
