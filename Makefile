@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/ruff check src tests scripts bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 fmt: setup
 	$(BIN)/ruff format src tests scripts bench

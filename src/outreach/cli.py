@@ -61,7 +61,7 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        proxy_headers=False,  # client IPs come from TRUSTED_PROXIES only (core/client.py)
+        proxy_headers=False,  # client IPs come from TRUSTED_PROXIES only (http/client.py)
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_drain_seconds),
         loop="uvloop" if sys.platform != "win32" else "asyncio",

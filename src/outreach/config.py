@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # the server stops accepting and drains: 0 in development; a few seconds in Kubernetes
     # without a preStop sleep. docs/operations.md#graceful-shutdown.
     shutdown_ready_delay_seconds: float = Field(default=0.0, ge=0, le=60)
-    # Lease of the Snowflake worker id in Redis (core/leases.py); short values are for tests.
+    # Lease of the Snowflake worker id in Redis (ids/leases.py); short values are for tests.
     worker_lease_ttl_seconds: float = Field(default=30.0, ge=0.5, le=600)
 
     @model_validator(mode="before")

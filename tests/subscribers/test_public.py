@@ -173,7 +173,7 @@ async def test_concurrent_subscribes_of_one_address_store_one_row(pg_api: Api) -
 async def test_a_burst_of_mixed_subscribes_gives_each_address_its_own_outcome(
     pg_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Concurrent subscribes are written together (group commit, core/fastdb.py): new,
+    """Concurrent subscribes are written together (group commit, db/batch.py): new,
     returning, already active and repeated addresses in one burst each end as if alone."""
     active = [await subscribed(pg_api, name=f"Active {i}") for i in range(3)]
     returning = [await subscribed(pg_api, name=f"Back {i}") for i in range(3)]

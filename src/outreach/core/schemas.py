@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import orjson
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from starlette.responses import Response
@@ -237,10 +238,30 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
     )
 
 
-def patch_schema(*non_null: str) -> Any:
-    """`json_schema_extra` for a PATCH body: at least one field; `non_null` fields may be
-    left out but not sent as null (the model refuses null for them)."""
+class PatchIn(InModel):
+    """A PATCH body: at least one field, and the `non_null` fields may be left out but not
+    sent as null. Its JSON schema says so (minProperties 1; those fields not nullable)."""
 
+    non_null: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.model_config["json_schema_extra"] = _patch_schema(cls.non_null)
+        cls.model_rebuild(force=True)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            fields = " and/or ".join(type(self).model_fields)
+            raise ValueError(f"give {fields}")
+        for name in self.non_null:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+def _patch_schema(non_null: tuple[str, ...]) -> Any:
     def extra(schema: dict[str, Any]) -> None:
         schema["minProperties"] = 1
         for name in non_null:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Dialect, MetaData, Table, event
+from sqlalchemy import DateTime, Dialect, MetaData, Table, event, select
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -59,6 +59,29 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """The Core table of a model, typed as a Table (Core statements on the hot paths)."""
     return cast(Table, model.__table__)
+
+
+R = TypeVar("R", bound="Base")
+
+
+async def get_row(
+    session: AsyncSession,
+    model: type[R],
+    row_id: int,
+    *,
+    include_deleted: bool = False,
+    lock: bool = False,
+) -> R | None:
+    """One row of a soft-deleted table by id: a deleted row is invisible unless
+    `include_deleted` (API.md section 1); `lock` holds it (FOR UPDATE) until the request's
+    transaction ends."""
+    columns = table_of(model).c
+    stmt = select(model).where(columns.id == row_id)
+    if not include_deleted:
+        stmt = stmt.where(columns.deleted_at.is_(None))
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()
 
 
 def utcnow() -> datetime:

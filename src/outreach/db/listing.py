@@ -131,7 +131,7 @@ async def fetch_page(
 ) -> tuple[list[Row], str | None, int]:
     """One page of rows (`columns` of `t`), newest first unless order=asc, with the cursor of
     the next page and the total. Plain statements on the public hot path's connections
-    (core/fastdb.py), compiled once per shape of request: no ORM objects for a read-only
+    (db/fast.py), compiled once per shape of request: no ORM objects for a read-only
     page (the ORM's unit of work is for the writes)."""
     shape, params = list_filter(db.dialect, query, statuses=statuses, email=email)
     params["limit"] = query.limit + 1

@@ -47,7 +47,7 @@ def alembic_config() -> Config:
 def head_revision() -> str:
     """The newest migration's id, read from the version files' `revision` and
     `down_revision` lines: readiness compares it with the database's without importing
-    Alembic and every migration (~0.2 s of a server's start; tests/core/test_cli.py checks
+    Alembic and every migration (~0.2 s of a server's start; tests/test_cli.py checks
     it against Alembic's own answer)."""
     revisions: set[str] = set()
     parents: set[str] = set()

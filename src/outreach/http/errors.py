@@ -103,7 +103,7 @@ async def _on_database(_: Request, exc: Exception) -> Response:
 
 def clock_behind(exc: ClockMovedBackwardsError) -> Response:
     """The clock was stepped back: nothing can be created (ids would repeat) until it has
-    caught up with the last id; readiness fails meanwhile (core/probes.py)."""
+    caught up with the last id; readiness fails meanwhile (http/probes.py)."""
     log.error("Clock behind the last id", behindMs=exc.behind_ms)
     retry = min(60, max(1, math.ceil(exc.behind_ms / 1000)))
     return error_response(

@@ -35,9 +35,9 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 def route_template(scope: Scope) -> str:
     # FastAPI >= 0.16x keeps the included router's route in scope["route"] (path without the
-    # prefix); its "effective route context" has the full template. tests/core/test_http.py
+    # prefix); its "effective route context" has the full template. tests/http/test_http.py
     # pins this down.
-    path = scope.get("outreach.route")  # set by the public fast lane (core/public.py)
+    path = scope.get("outreach.route")  # set by the public fast lane (http/public.py)
     if path:
         return str(path)
     context = scope.get("fastapi", {}).get("effective_route_context")

@@ -20,7 +20,7 @@ __all__ = [
     "SnowflakeParts",
     "TimestampOutOfRangeError",
     "id_to_datetime",
-    "parse_id",
+    "id_parts",
     "parse_worker_id",
 ]
 
@@ -172,7 +172,7 @@ class SnowflakeGenerator:
         return ms, 0
 
 
-def parse_id(value: int) -> SnowflakeParts:
+def id_parts(value: int) -> SnowflakeParts:
     """Split an id into its Unix-ms timestamp, worker id and sequence."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_ID:
         raise ValueError(f"not a Snowflake id: {value!r}")
@@ -186,7 +186,7 @@ def parse_id(value: int) -> SnowflakeParts:
 def id_to_datetime(value: int) -> datetime:
     """Return the id's creation time as an aware UTC datetime (millisecond precision)."""
     # timedelta arithmetic is exact, unlike datetime.fromtimestamp(ms / 1000).
-    return _UNIX_EPOCH + timedelta(milliseconds=parse_id(value).timestamp_ms)
+    return _UNIX_EPOCH + timedelta(milliseconds=id_parts(value).timestamp_ms)
 
 
 def parse_worker_id(raw: str) -> int | Literal["auto"]:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.db.base import table_of
+from outreach.db.base import get_row, table_of
 from outreach.db.batch import Grouped, unnest_insert
 from outreach.db.fast import FastConn, FastDB, Row
 from outreach.db.listing import ListQuery, fetch_page
@@ -28,12 +28,7 @@ async def insert_row(conn: FastConn, dialect: str, row: dict[str, Any]) -> None:
 async def get(
     session: AsyncSession, inquiry_id: int, *, include_deleted: bool = False, lock: bool = False
 ) -> Inquiry | None:
-    stmt = select(Inquiry).where(Inquiry.id == inquiry_id)
-    if not include_deleted:
-        stmt = stmt.where(Inquiry.deleted_at.is_(None))
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await session.scalars(stmt)).first()
+    return await get_row(session, Inquiry, inquiry_id, include_deleted=include_deleted, lock=lock)
 
 
 async def get_many_live(session: AsyncSession, ids: Sequence[int]) -> list[Inquiry]:

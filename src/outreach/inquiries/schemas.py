@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from outreach.core.schemas import (
     Email,
@@ -17,10 +17,10 @@ from outreach.core.schemas import (
     OptionalSubject,
     OutModel,
     Page,
+    PatchIn,
     Text,
     Timestamp,
     format_time,
-    patch_schema,
 )
 from outreach.inquiries.models import InquiryStatus
 
@@ -115,21 +115,13 @@ def updated_json(row: Any, updated_by: str) -> dict[str, Any]:
     }
 
 
-class InquiryUpdate(InModel):
-    model_config = InModel.model_config | {"json_schema_extra": patch_schema("status")}
+class InquiryUpdate(PatchIn):
+    non_null = ("status",)
 
     status: InquiryStatus | None = None
     note: Annotated[
         Annotated[Text, Field(max_length=2000)] | None, Field(description="`null` clears it")
     ] = None
-
-    @model_validator(mode="after")
-    def _something(self) -> InquiryUpdate:
-        if not self.model_fields_set:
-            raise ValueError("give status and/or note")
-        if "status" in self.model_fields_set and self.status is None:
-            raise ValueError("status cannot be null")
-        return self
 
 
 IdList = Annotated[

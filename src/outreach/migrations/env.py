@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `outreach migrate` hands it (see core/migrate.py)."""
+"""Alembic environment: runs on the connection `outreach migrate` hands it (see db/migrate.py)."""
 
 from __future__ import annotations
 

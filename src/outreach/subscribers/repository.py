@@ -9,7 +9,7 @@ from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.db.base import table_of
+from outreach.db.base import get_row, table_of
 from outreach.db.batch import Grouped, unnest_insert
 from outreach.db.fast import FastConn, FastDB, Row
 from outreach.db.listing import ListQuery, fetch_page, list_filter, rows_statement
@@ -87,12 +87,9 @@ async def unsubscribe(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
 async def get(
     session: AsyncSession, subscriber_id: int, *, include_deleted: bool = False, lock: bool = False
 ) -> Subscriber | None:
-    stmt = select(Subscriber).where(Subscriber.id == subscriber_id)
-    if not include_deleted:
-        stmt = stmt.where(Subscriber.deleted_at.is_(None))
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await session.scalars(stmt)).first()
+    return await get_row(
+        session, Subscriber, subscriber_id, include_deleted=include_deleted, lock=lock
+    )
 
 
 async def live_email_taken(

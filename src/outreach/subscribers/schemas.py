@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from outreach.core.schemas import (
     Email,
@@ -18,9 +18,9 @@ from outreach.core.schemas import (
     OptionalSource,
     OutModel,
     Page,
+    PatchIn,
     Timestamp,
     format_time,
-    patch_schema,
 )
 from outreach.subscribers.models import SubscriberStatus
 
@@ -86,16 +86,8 @@ def subscriber_json(row: Any) -> dict[str, Any]:
     }
 
 
-class SubscriberUpdate(InModel):
-    model_config = InModel.model_config | {"json_schema_extra": patch_schema("status")}
+class SubscriberUpdate(PatchIn):
+    non_null = ("status",)
 
     name: Annotated[OptionalName, Field(description="`null` clears it")] = None
     status: SubscriberStatus | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> SubscriberUpdate:
-        if not self.model_fields_set:
-            raise ValueError("give name and/or status")
-        if "status" in self.model_fields_set and self.status is None:
-            raise ValueError("status cannot be null")
-        return self

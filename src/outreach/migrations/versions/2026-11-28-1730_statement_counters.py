@@ -4,7 +4,7 @@ Revision ID: 0006_statement_counters
 Revises: 0005_subscriber_gin
 Create Date: 2026-11-28 17:30:00
 
-The public POSTs are group-committed as one multi-row INSERT per burst (core/fastdb.py). Row
+The public POSTs are group-committed as one multi-row INSERT per burst (db/batch.py). Row
 triggers upserted the counters and the rollup once per row; statement triggers with a
 transition table upsert them once per statement and group (status, bucket). Updates keep
 their row triggers: PostgreSQL allows no transition table on an `UPDATE OF column` trigger,

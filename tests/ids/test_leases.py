@@ -1,4 +1,4 @@
-"""Snowflake worker id leases in Redis (core/leases.py): no two live processes share an id.
+"""Snowflake worker id leases in Redis (ids/leases.py): no two live processes share an id.
 
 Unit-level tests use the machine's Redis with a key prefix of their own; the tests that stop
 Redis start a `redis-server` of their own. Real processes: `python -c` lease holders (cheap)
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from outreach.core.errors import Unavailable
 from outreach.ids.leases import LEASE_PREFIX, IdsUnavailable, LeasedIds, LeaseError
-from outreach.ids.snowflake import MAX_WORKER_ID, parse_id
+from outreach.ids.snowflake import MAX_WORKER_ID, id_parts
 from outreach.main import create_app
 from tests.support import BASE, REDIS_URL, Server, free_port, make_settings
 
@@ -99,7 +99,7 @@ async def test_a_fixed_id_is_registered_and_a_second_holder_is_refused(
     try:
         assert first.ready()
         assert first.worker_id == 517
-        assert parse_id(first.next_id()).worker_id == 517
+        assert id_parts(first.next_id()).worker_id == 517
         holders = await held(redis, prefix)
         assert list(holders) == [517]
         host, pid, _random = holders[517].split(":")
@@ -187,7 +187,7 @@ async def test_a_fixed_id_taken_by_someone_else_stops_ids_until_it_is_free(
         # The other holder is gone: the id is taken again and ids resume.
         await redis.delete(lease.key)
         await wait_for(lease.ready, 3, "the lease to be taken again")
-        assert parse_id(lease.next_id()).worker_id == 33
+        assert id_parts(lease.next_id()).worker_id == 33
         assert await redis.get(lease.key) == lease.holder
     finally:
         await lease.stop()
@@ -203,7 +203,7 @@ async def test_an_auto_id_taken_by_someone_else_moves_to_another_id(
         await redis.set(lease.key, "other-host:4242:abc", px=60_000)
         await wait_for(lambda: lease.worker_id != before, 3, "a new worker id")
         assert lease.ready()
-        assert parse_id(lease.next_id()).worker_id == lease.worker_id
+        assert id_parts(lease.next_id()).worker_id == lease.worker_id
         assert (await held(redis, prefix))[lease.worker_id] == lease.holder
         assert (await held(redis, prefix))[before] == "other-host:4242:abc"
     finally:
@@ -214,7 +214,7 @@ async def test_without_redis_a_fixed_id_works_and_auto_is_refused() -> None:
     fixed = LeasedIds(12, None)
     assert fixed.ready()  # usable at once, as before leases existed
     await fixed.start()
-    assert parse_id(fixed.next_id()).worker_id == 12
+    assert id_parts(fixed.next_id()).worker_id == 12
     await fixed.stop()
 
     auto = LeasedIds("auto", None)
@@ -316,7 +316,7 @@ async def test_a_lease_not_renewed_in_time_stops_ids_and_comes_back(own_redis: O
         own_redis.start()
         await wait_for(lease.ready, 5, "ids to resume")
         assert lease.worker_id == worker
-        assert parse_id(lease.next_id()).worker_id == worker
+        assert id_parts(lease.next_id()).worker_id == worker
     finally:
         await lease.stop()
 

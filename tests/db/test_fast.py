@@ -1,4 +1,4 @@
-"""Group commit (core/fastdb.py) on the real PostgreSQL: a batch behaves like its rows alone."""
+"""Group commit (db/batch.py) on the real PostgreSQL: a batch behaves like its rows alone."""
 
 from __future__ import annotations
 

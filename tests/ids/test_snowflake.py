@@ -13,8 +13,8 @@ from outreach.ids.snowflake import (
     SnowflakeGenerator,
     SnowflakeParts,
     TimestampOutOfRangeError,
+    id_parts,
     id_to_datetime,
-    parse_id,
     parse_worker_id,
 )
 
@@ -53,9 +53,9 @@ def test_bit_layout() -> None:
     third = gen.next_id()
 
     assert first == ((T0 - EPOCH_MS) << 22) | (5 << 12)
-    assert parse_id(first) == SnowflakeParts(timestamp_ms=T0, worker_id=5, sequence=0)
-    assert parse_id(second) == SnowflakeParts(timestamp_ms=T0, worker_id=5, sequence=1)
-    assert parse_id(third) == SnowflakeParts(timestamp_ms=T0 + 3, worker_id=5, sequence=0)
+    assert id_parts(first) == SnowflakeParts(timestamp_ms=T0, worker_id=5, sequence=0)
+    assert id_parts(second) == SnowflakeParts(timestamp_ms=T0, worker_id=5, sequence=1)
+    assert id_parts(third) == SnowflakeParts(timestamp_ms=T0 + 3, worker_id=5, sequence=0)
     assert gen.worker_id == 5
 
 
@@ -63,7 +63,7 @@ def test_largest_id_fits_signed_64_bit() -> None:
     gen, _ = make(worker_id=MAX_WORKER_ID, clock=FakeClock(EPOCH_MS + MAX_TIMESTAMP))
     ids = [gen.next_id() for _ in range(MAX_SEQUENCE + 1)]
     assert ids[-1] == 2**63 - 1
-    assert parse_id(ids[-1]) == SnowflakeParts(EPOCH_MS + MAX_TIMESTAMP, MAX_WORKER_ID, 4095)
+    assert id_parts(ids[-1]) == SnowflakeParts(EPOCH_MS + MAX_TIMESTAMP, MAX_WORKER_ID, 4095)
 
 
 def test_id_to_datetime_is_utc_aware() -> None:
@@ -76,7 +76,7 @@ def test_id_to_datetime_is_utc_aware() -> None:
 @pytest.mark.parametrize("value", [-1, 2**63, True])
 def test_parse_id_rejects_non_ids(value: int) -> None:
     with pytest.raises(ValueError, match="not a Snowflake id"):
-        parse_id(value)
+        id_parts(value)
 
 
 def test_strictly_increasing_with_fake_clock() -> None:
@@ -93,12 +93,12 @@ def test_sequence_exhaustion_waits_for_next_ms() -> None:
     gen, clock = make()
     ids = [gen.next_id() for _ in range(MAX_SEQUENCE + 1)]
     assert clock.sleeps == []
-    assert parse_id(ids[-1]).sequence == MAX_SEQUENCE
+    assert id_parts(ids[-1]).sequence == MAX_SEQUENCE
 
     overflow = gen.next_id()
 
     assert clock.sleeps  # waited instead of reusing a sequence number
-    assert parse_id(overflow) == SnowflakeParts(T0 + 1, 7, 0)
+    assert id_parts(overflow) == SnowflakeParts(T0 + 1, 7, 0)
     assert overflow > ids[-1]
 
 
@@ -110,7 +110,7 @@ def test_small_backwards_step_is_waited_out() -> None:
     after = gen.next_id()
 
     assert clock.sleeps == [pytest.approx(0.003)]
-    assert parse_id(after) == SnowflakeParts(T0, 7, 2)  # continued the same ms's sequence
+    assert id_parts(after) == SnowflakeParts(T0, 7, 2)  # continued the same ms's sequence
     assert after > max(before)
 
 
@@ -121,7 +121,7 @@ def test_small_backwards_step_with_exhausted_sequence() -> None:
 
     after = gen.next_id()
 
-    assert parse_id(after) == SnowflakeParts(T0 + 1, 7, 0)
+    assert id_parts(after) == SnowflakeParts(T0 + 1, 7, 0)
     assert after > last
 
 
@@ -141,7 +141,7 @@ def test_big_backwards_step_raises_then_recovers() -> None:
     clock.now = T0 + 1
     next_ms = gen.next_id()
 
-    assert parse_id(same_ms) == SnowflakeParts(T0, 7, 3)
+    assert id_parts(same_ms) == SnowflakeParts(T0, 7, 3)
     assert max(before) < same_ms < next_ms
     assert isinstance(ClockMovedBackwardsError("x"), RuntimeError)
 
@@ -179,7 +179,7 @@ def test_invalid_worker_id(worker_id: object) -> None:
 @pytest.mark.parametrize("worker_id", [0, 1023])
 def test_boundary_worker_ids(worker_id: int) -> None:
     gen, _ = make(worker_id=worker_id)
-    assert parse_id(gen.next_id()).worker_id == worker_id
+    assert id_parts(gen.next_id()).worker_id == worker_id
 
 
 @pytest.mark.parametrize("max_backwards_ms", [-1, True, 1.5])
