@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup setup-system run test lint fmt services bench lock openapi clean
 
-setup: $(STAMP) src/outreach/static/scalar.standalone.js
+setup: $(STAMP) src/outreach/static/.assets
 
 $(STAMP): requirements-dev.lock requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -17,8 +17,10 @@ $(STAMP): requirements-dev.lock requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-src/outreach/static/scalar.standalone.js: requirements-assets.lock | $(STAMP)
-	$(BIN)/python scripts/fetch_scalar.py
+# Third-party browser assets from hash-pinned wheels (scripts/fetch_assets.py).
+src/outreach/static/.assets: requirements-assets.lock scripts/fetch_assets.py | $(STAMP)
+	$(BIN)/python scripts/fetch_assets.py
+	touch $@
 
 # System tools some tests use (promtool, Chromium); needs root and apt. Best effort.
 setup-system:
@@ -59,4 +61,4 @@ lock:
 	uv pip compile --python-version 3.11 --generate-hashes --no-header --no-deps requirements-assets.in -o requirements-assets.lock
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache src/outreach/static/scalar.standalone.js
+	rm -rf $(VENV) var .mypy_cache .ruff_cache src/outreach/static/scalar.standalone.js src/outreach/static/altcha.min.js src/outreach/static/.assets

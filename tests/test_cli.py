@@ -16,6 +16,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from outreach.auth.permissions import SEED_POLICY
 from outreach.db.migrate import head_revision
 from tests.support import BASE, PG_ADMIN, Server
 
@@ -108,7 +109,7 @@ async def test_migrate_twice_and_twice_at_once(fresh_pg: str) -> None:
     env = {"DATABASE_URL": fresh_pg, "LOG_FORMAT": "json"}
     first = await asyncio.to_thread(run, ["migrate"], env)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert "20 policy rule(s) added" in first.stdout
+    assert f"{len(SEED_POLICY)} policy rule(s) added" in first.stdout
     second = await asyncio.to_thread(run, ["migrate"], env)
     assert second.returncode == 0
     assert "0 policy rule(s) added" in second.stdout
@@ -116,7 +117,7 @@ async def test_migrate_twice_and_twice_at_once(fresh_pg: str) -> None:
     assert [r.returncode for r in together] == [0, 0, 0], [r.stderr for r in together]
     conn = await asyncpg.connect(fresh_pg)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM casbin_rule") == 20
+        assert await conn.fetchval("SELECT count(*) FROM casbin_rule") == len(SEED_POLICY)
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
     finally:
         await conn.close()
@@ -128,7 +129,7 @@ async def test_concurrent_first_migrations(fresh_pg: str) -> None:
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     summaries = [line for r in results for line in r.stdout.splitlines() if "migrated; " in line]
     added = sorted(int(line.split("migrated; ")[1].split()[0]) for line in summaries)
-    assert added == [0, 20]
+    assert added == [0, len(SEED_POLICY)]
 
 
 def test_the_head_read_from_the_files_is_alembics() -> None:

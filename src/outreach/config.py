@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +24,7 @@ SECRET_VARIABLES = (
     "DATABASE_PASSWORD",
     "REDIS_PASSWORD",
     "TOKEN_SECRET",
+    "ALTCHA_HMAC_KEY",
 )
 # Outside production, links in exports and mails point here unless PUBLIC_BASE_URL is set.
 DEVELOPMENT_BASE_URL = "http://127.0.0.1:3000"
@@ -93,6 +96,9 @@ class Settings(BaseSettings):
     # first one makes, every one is accepted). Required in production; outside it a local
     # secret is kept under VAR_DIR (subscribers/tokens.py).
     token_secret: SecretStr | None = None
+    # Proof-of-work on the public POSTs (API.md section 10): `altcha`, or `off`.
+    captcha: Literal["off", "altcha"] = "off"
+    altcha_hmac_key: SecretStr | None = None
 
     # Where local state lives in development: the SQLite file and the development signing key.
     var_dir: Path = Path("var")
@@ -114,7 +120,7 @@ class Settings(BaseSettings):
             return _read_secret_files(data)
         return data
 
-    @field_validator("log_level", "log_format", "app_env", mode="before")
+    @field_validator("log_level", "log_format", "app_env", "captcha", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -235,6 +241,8 @@ class Settings(BaseSettings):
             ("PUBLIC_BASE_URL", self.public_base_url),
             ("TOKEN_SECRET", self.token_secrets),
         ]
+        if self.captcha == "altcha":
+            required.append(("ALTCHA_HMAC_KEY", self.altcha_hmac_key))
         missing = [name for name, value in required if not value]
         if missing:
             raise ConfigError(
@@ -243,6 +251,30 @@ class Settings(BaseSettings):
                 + (" and " if len(missing) > 1 else "")
                 + missing[-1]
             )
+
+
+@lru_cache(maxsize=16)
+def local_secret(var_dir: Path, name: str) -> bytes:
+    """VAR_DIR/<name>: a secret of 32 random bytes in base64, made once with mode 0600, for
+    what production configures (TOKEN_SECRET, ALTCHA_HMAC_KEY) when running without it."""
+    path = var_dir / name
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        # A temporary name, then a link that fails if another process won: one secret each.
+        tmp = path.with_name(f"{name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_bytes().strip()
+    if len(secret) < 32:  # an emptied or truncated file must not become a guessable key
+        raise ConfigError(f"{path} holds no usable secret: delete it to make a new one")
+    return secret
 
 
 @lru_cache

@@ -19,9 +19,12 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outreach import __version__
+from outreach.blocklist.matcher import BlocklistScreen
+from outreach.blocklist.router import router as blocklist_router
 from outreach.config import Settings, get_settings
 from outreach.core.errors import Problem
 from outreach.core.metrics import get_metrics
+from outreach.http.captcha import captcha_router
 from outreach.http.docs import docs_router
 from outreach.http.errors import install_error_handlers
 from outreach.http.middleware import RequestContextMiddleware
@@ -39,7 +42,12 @@ from outreach.subscribers.router import router as subscribers_router
 
 log = structlog.get_logger("outreach")
 
-DOMAIN_ROUTERS: tuple[Router, ...] = (inquiries_router, subscribers_router, statistics_router)
+DOMAIN_ROUTERS: tuple[Router, ...] = (
+    inquiries_router,
+    subscribers_router,
+    statistics_router,
+    blocklist_router,
+)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -78,11 +86,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.authorizer.load()
     except Exception as exc:  # noqa: BLE001 - start degraded: readiness reports the database
         log.error("Policy could not be loaded", error=type(exc).__name__)
+    for component in state.components:
+        await component.start()
     tasks = [
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
         asyncio.create_task(
             _every(PURGE_SECONDS, lambda: purge_expired(state.fastdb), "idempotency-purge")
         ),
+        asyncio.create_task(_every(PURGE_SECONDS, state.captcha.purge, "captcha-purge")),
     ]
     # Start-up objects (modules, models, compiled statements) never die: keep them out of
     # the collector's scans, and collect young objects less often (fewer p99 pauses).
@@ -106,6 +117,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.shutting_down = True
         for task in tasks:
             task.cancel()
+        for component in reversed(state.components):
+            await component.stop()
         await state.events.drain()
         await state.realtime.close()
         await state.fastdb.close()
@@ -152,6 +165,9 @@ def create_app(
         ids,
         make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
     )
+    screen = BlocklistScreen(state.fastdb, state.redis)
+    state.screen = screen
+    state.components.append(screen)
     app.state.outreach = state
 
     install_error_handlers(app)
@@ -160,6 +176,7 @@ def create_app(
     if settings.metrics_enabled:
         app.include_router(metrics_router())
     app.include_router(docs_router(base))
+    app.include_router(captcha_router(base, demo=not settings.production))
     lane: dict[str, Handler] = {}
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=base)

@@ -3,6 +3,8 @@
 
 from outreach.auth.models import CasbinRule
 from outreach.auth.permissions import seed_policy
+from outreach.blocklist.models import BlocklistEntry
+from outreach.captcha.models import CaptchaSpent
 from outreach.config import Settings
 from outreach.db import migrate as _migrate
 from outreach.db.base import Base
@@ -19,4 +21,14 @@ async def migrate(settings: Settings, *, seed_only: bool = False) -> int:
     return await _migrate.migrate(settings, SEEDS, seed_only=seed_only)
 
 
-__all__ = ["SEEDS", "Base", "CasbinRule", "IdempotencyKey", "Inquiry", "Subscriber", "migrate"]
+__all__ = [
+    "SEEDS",
+    "Base",
+    "BlocklistEntry",
+    "CaptchaSpent",
+    "CasbinRule",
+    "IdempotencyKey",
+    "Inquiry",
+    "Subscriber",
+    "migrate",
+]

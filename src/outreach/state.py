@@ -7,7 +7,7 @@ and `close` are the lifespan's halves. Routes and services receive the State (ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
 import httpx
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from outreach.auth.devkeys import load_or_create_key
 from outreach.auth.jwks import JwksCache, KeyProvider, StaticKeys, TokenVerifier
 from outreach.auth.permissions import Authorizer
+from outreach.captcha.service import Captcha
 from outreach.config import Settings
 from outreach.core.metrics import Metrics
 from outreach.db.base import make_engine, make_sessionmaker
@@ -32,6 +33,28 @@ class RateLimit(Protocol):
     """The optional per-IP limit of the public routes (http/ratelimit.py)."""
 
     async def check(self, key: str) -> None: ...
+
+
+class Screen(Protocol):
+    """Who may not write through the public POSTs: the blocklist (blocklist/matcher.py)."""
+
+    def blocked(self, email: str, ip: str | None) -> bool: ...
+
+
+class Component(Protocol):
+    """Something of a domain's that runs beside the requests (a reloader, a worker):
+    started after the pools are open, stopped before they close."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class _Open:
+    """No screen (the blocklist not wired in, as in some tests): nobody is blocked."""
+
+    def blocked(self, email: str, ip: str | None) -> bool:  # noqa: ARG002
+        return False
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +72,9 @@ class State:
     authorizer: Authorizer
     realtime: Realtime
     events: Events
+    captcha: Captcha
+    screen: Screen = field(default_factory=_Open)
+    components: list[Component] = field(default_factory=list)
     shutting_down: bool = False
     serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
     startup_refused: bool = False  # the worker id could not be leased (logged once)
@@ -88,6 +114,7 @@ def build_state(
         cors_origins=settings.cors_allow_origins,
     )
     authorizer = Authorizer(engine)
+    fastdb = make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size)
     return State(
         settings=settings,
         metrics=metrics,
@@ -96,12 +123,13 @@ def build_state(
         ids=ids,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        fastdb=make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size),
+        fastdb=fastdb,
         redis=redis,
         rate_limiter=rate_limiter,
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
+        captcha=Captcha(settings, fastdb, redis),
     )
 
 

@@ -7,7 +7,8 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outreach.core.schemas import _PLAIN_EMAIL, _email, _plain_email
+from outreach.core.schemas import _PLAIN_EMAIL, _plain_email
+from outreach.core.schemas import check_email as _email
 
 
 def library_accepts(value: str) -> bool:

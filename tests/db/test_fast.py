@@ -27,6 +27,7 @@ def row(api: Api, email: str, **overrides: Any) -> dict[str, Any]:
         "source": None,
         "status": "SENT",
         "note": None,
+        "spam_reason": None,
         "client_ip": "203.0.113.9",
         "user_agent": None,
         "search_text": "batch",

@@ -482,8 +482,8 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
     assert stages[-1][0].startswith("FROM ${PYTHON_IMAGE} AS ")
     builder = " ".join(stages[0])
     assert "--require-hashes" in builder
-    assert "scripts/fetch_scalar.py" in builder
-    assert builder.index("fetch_scalar.py") < builder.index("pip wheel")
+    assert "scripts/fetch_assets.py" in builder
+    assert builder.index("fetch_assets.py") < builder.index("pip wheel")
 
 
 def test_dockerfile_final_stage() -> None:

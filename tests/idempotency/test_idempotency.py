@@ -29,7 +29,9 @@ async def claim(api: Api, key: str, payload: dict[str, str], *, age: timedelta) 
                 scope="inquiries.submit",
                 key=key,
                 request_hash=request_hash(
-                    InquirySubmit.model_validate(payload).model_dump(mode="json")
+                    InquirySubmit.model_validate(payload).model_dump(
+                        mode="json", exclude={"altcha"}
+                    )
                 ),
                 state="running",
                 created_at=created,

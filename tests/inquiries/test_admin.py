@@ -147,7 +147,7 @@ async def test_get_one_and_404s(api: Api) -> None:
     assert body["clientIp"] == "203.0.113.7"
     assert set(body) == {
         "id", "name", "email", "phone", "subject", "message", "source", "status", "note",
-        "clientIp", "userAgent", "createdAt", "updatedAt", "deletedAt",
+        "spamReason", "clientIp", "userAgent", "createdAt", "updatedAt", "deletedAt",
     }  # fmt: skip
     for unknown in ("1", "99999999999999999999", "abc", str(2**63)):
         missing = await api.client.get(f"{INQUIRIES}/{unknown}", headers=api.owner)

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from outreach.config import ConfigError
+from outreach.config import local_secret as config_local_secret
 from outreach.db.base import UTCDateTime, make_engine, utcnow
 from outreach.db.migrate import alembic_config
 from outreach.models import migrate
@@ -330,7 +331,7 @@ def test_without_token_secret_a_local_secret_is_made_once_0600(tmp_path: Path) -
     assert len(base64.b64decode(path.read_bytes().strip(), validate=True)) == 32
     assert made == [path.read_bytes().strip()]
     # A restart (another process: nothing cached) reads the same secret: links survive.
-    local_secret.cache_clear()
+    config_local_secret.cache_clear()
     assert token_secrets(make_settings("sqlite:///unused.db", var)) == made
     assert list(var.iterdir()) == [path]  # no temporary file left behind
     # TOKEN_SECRET, when set, is used instead, first one first.

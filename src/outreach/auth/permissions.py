@@ -27,9 +27,11 @@ SEED_POLICY: tuple[tuple[str, str, str], ...] = (
         for a in ("read", "create", "update", "delete", "restore", "export")
     ),
     ("OWNER", "statistics", "read"),
+    *(("OWNER", "blocklist", a) for a in ("read", "create", "delete")),
     *(("EMPLOYEE", "inquiries", a) for a in ("read", "update")),
     *(("EMPLOYEE", "subscribers", a) for a in ("read", "create", "update")),
     ("EMPLOYEE", "statistics", "read"),
+    *(("EMPLOYEE", "blocklist", a) for a in ("read", "create")),
     ("CASHIER", "inquiries", "read"),
     *(("CASHIER", "subscribers", a) for a in ("read", "create")),
 )

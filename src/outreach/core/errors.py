@@ -81,6 +81,10 @@ class EmailTaken(Conflict):
     slug, title = "email-taken", "Email already subscribed"
 
 
+class AlreadyListed(Conflict):
+    slug, title = "already-listed", "Already on the blocklist"
+
+
 class InvalidTransition(Conflict):
     slug, title = "invalid-transition", "Invalid status transition"
 

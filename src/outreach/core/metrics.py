@@ -36,6 +36,12 @@ class Metrics:
             "Inquiries stored through the public submit route",
             registry=registry,
         )
+        self.inquiries_blocked = Counter(
+            "outreach_inquiries_blocked_total",
+            "Public submits stored as spam instead (honeypot, blocklist)",
+            ["reason"],
+            registry=registry,
+        )
         self.subscriber_events = Counter(
             "outreach_subscriber_events_total",
             "Subscriptions and unsubscriptions",
@@ -72,6 +78,10 @@ class Metrics:
             ["pool"],
             registry=registry,
         )
+        self.inquiry_blocked = {
+            reason: self.inquiries_blocked.labels(reason=reason)
+            for reason in ("honeypot", "blocklist")
+        }
         # Each label's child once: `labels()` per event costs a lock and a lookup.
         self.subscriber_event = {
             event: self.subscriber_events.labels(event=event)

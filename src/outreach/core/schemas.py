@@ -99,7 +99,8 @@ def _plain_email(value: str) -> bool:
     )
 
 
-def _email(value: str) -> str:
+def check_email(value: str) -> str:
+    """A valid address (syntax only, no DNS), lower-cased; ValueError otherwise."""
     value = _no_nul(value)
     if len(value) > 254:
         raise ValueError("must be at most 254 characters")
@@ -121,7 +122,7 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 Email = Annotated[
     str,
     Field(min_length=3, max_length=254, json_schema_extra={"format": "email"}),
-    AfterValidator(_email),
+    AfterValidator(check_email),
 ]
 PHONE = re.compile(r"^[0-9 +\-()]{1,32}$")
 
@@ -139,6 +140,16 @@ OptionalName = Annotated[
     BeforeValidator(_empty_to_none),
 ]
 OptionalSubject = Annotated[
+    Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None,
+    BeforeValidator(_empty_to_none),
+]
+# The solved ALTCHA challenge (the widget's base64 payload), where a form posts it in its body
+# rather than the X-Altcha header (API.md section 10); ignored while CAPTCHA=off.
+CaptchaPayload = Annotated[
+    str | None,
+    Field(max_length=4096, description="Solved ALTCHA payload (or the X-Altcha header)"),
+]
+OptionalReason = Annotated[
     Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None,
     BeforeValidator(_empty_to_none),
 ]

@@ -57,6 +57,12 @@ class Shape:
     statuses: bool
     email: bool
     cursor: bool
+    # The table's columns these filters read (a blocklist filters `kind`, searches `value`,
+    # and has no soft delete).
+    status_column: str = "status"
+    search_column: str = "search_text"
+    soft_delete: bool = True
+    spam: bool | None = None  # inquiries: spam_reason set (True) or not (False)
 
 
 def _in(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
@@ -67,18 +73,21 @@ def _in(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bo
 
 def _where(t: Table, shape: Shape) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
-    if not shape.include_deleted:
+    if shape.soft_delete and not shape.include_deleted:
         where.append(t.c.deleted_at.is_(None))
     if shape.q:
-        where.append(t.c.search_text.like(bindparam("q"), escape="\\"))
+        where.append(t.c[shape.search_column].like(bindparam("q"), escape="\\"))
     if shape.created_from:
         where.append(t.c.created_at >= bindparam("created_from"))
     if shape.created_to:
         where.append(t.c.created_at <= bindparam("created_to"))
     if shape.statuses:
-        where.append(_in(t.c.status, "statuses", shape.dialect))
+        where.append(_in(t.c[shape.status_column], "statuses", shape.dialect))
     if shape.email:
         where.append(t.c.email == bindparam("email"))
+    if shape.spam is not None:
+        reason = t.c.spam_reason
+        where.append(reason.is_not(None) if shape.spam else reason.is_(None))
     return where
 
 
@@ -128,17 +137,23 @@ async def fetch_page(
     *,
     statuses: Sequence[str] | None = None,
     email: str | None = None,
+    counted: bool = False,
+    **layout: Any,
 ) -> tuple[list[Row], str | None, int]:
     """One page of rows (`columns` of `t`), newest first unless order=asc, with the cursor of
     the next page and the total. Plain statements on the public hot path's connections
     (db/fast.py), compiled once per shape of request: no ORM objects for a read-only
-    page (the ORM's unit of work is for the writes)."""
-    shape, params = list_filter(db.dialect, query, statuses=statuses, email=email)
+    page (the ORM's unit of work is for the writes). `layout`: list_filter's keywords."""
+    shape, params = list_filter(db.dialect, query, statuses=statuses, email=email, **layout)
     params["limit"] = query.limit + 1
-    # Triggers keep per-status counters on PostgreSQL: a total without counting a million
-    # rows, whenever only status and deletion filter the list.
-    if db.dialect == "postgresql" and not (
-        shape.q or shape.created_from or shape.created_to or shape.email
+    # Triggers keep per-status counters on PostgreSQL (`counted` tables: inquiries and
+    # subscribers): a total without counting a million rows, whenever only status and
+    # deletion filter the list.
+    if (
+        counted
+        and db.dialect == "postgresql"
+        and not (shape.q or shape.created_from or shape.created_to or shape.email)
+        and shape.spam is None
     ):
         count = _counters_statement(t.name, query.include_deleted, shape.statuses)
     else:
@@ -160,6 +175,10 @@ def list_filter(
     *,
     statuses: Sequence[str] | None = None,
     email: str | None = None,
+    spam: bool | None = None,
+    status_column: str = "status",
+    search_column: str = "search_text",
+    soft_delete: bool = True,
 ) -> tuple[Shape, dict[str, Any]]:
     """A list request's shape and the values of its parameters (`rows_statement`)."""
     shape = Shape(
@@ -172,6 +191,10 @@ def list_filter(
         statuses=bool(statuses),
         email=email is not None,
         cursor=query.cursor is not None,
+        status_column=status_column,
+        search_column=search_column,
+        soft_delete=soft_delete,
+        spam=spam,
     )
     params: dict[str, Any] = {}
     if query.q:

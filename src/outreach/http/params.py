@@ -94,3 +94,30 @@ def include_deleted_dependency(resource: str) -> Any:
         return include_deleted
 
     return Depends(dependency)
+
+
+def page_query_dependency() -> Any:
+    """The page parameters alone (limit, cursor, order, q): lists of configuration, which
+    have no soft delete and no creation-time filters (the blocklist)."""
+
+    async def dependency(
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=64, description="`nextCursor` of the previous page")
+        ] = None,
+        order: Annotated[Literal["asc", "desc"], Query(description="By creation")] = "desc",
+        q: Annotated[
+            str | None, Query(max_length=200, description="Case-insensitive substring")
+        ] = None,
+    ) -> ListQuery:
+        return ListQuery(
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            include_deleted=False,
+            q=q.strip() or None if q is not None else None,
+            created_from=None,
+            created_to=None,
+        )
+
+    return Depends(dependency)

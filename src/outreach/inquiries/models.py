@@ -11,6 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from outreach.db.base import Base
 
 
+class SpamReason(enum.StrEnum):
+    """Why an inquiry is spam (API.md section 10); every spam inquiry is CANCELLED."""
+
+    HONEYPOT = "honeypot"
+    BLOCKLIST = "blocklist"
+    STAFF = "staff"
+
+
 class InquiryStatus(enum.StrEnum):
     SENT = "SENT"
     IN_PROGRESS = "IN_PROGRESS"
@@ -43,6 +51,7 @@ class Inquiry(Base):
     source: Mapped[str | None] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+    spam_reason: Mapped[str | None] = mapped_column(String(16))
     client_ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     # Case-folded name, email, subject and message: the `q` filter searches this.
@@ -54,6 +63,11 @@ class Inquiry(Base):
     __table_args__ = (
         CheckConstraint(
             "status IN ('SENT', 'IN_PROGRESS', 'RESOLVED', 'CANCELLED')", name="status"
+        ),
+        CheckConstraint(
+            "spam_reason IS NULL OR "
+            "(spam_reason IN ('honeypot', 'blocklist', 'staff') AND status = 'CANCELLED')",
+            name="spam_reason",
         ),
         Index("ix_inquiries_status_id", "status", "id"),
         Index("ix_inquiries_email_id", "email", "id"),

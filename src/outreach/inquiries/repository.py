@@ -44,6 +44,7 @@ async def page(
     *,
     statuses: Sequence[InquiryStatus] | None,
     email: str | None,
+    spam: bool | None = None,
 ) -> tuple[list[Row], str | None, int]:
     return await fetch_page(
         db,
@@ -52,4 +53,6 @@ async def page(
         query,
         statuses=[s.value for s in statuses] if statuses else None,
         email=email.strip().lower() if email else None,
+        counted=True,
+        spam=spam,
     )

@@ -52,6 +52,8 @@ async def submit_inquiry(request: Request) -> Response:
     caller = await public_caller(request)
     key = idempotency_key(request)
     body = await read_json(request, InquirySubmit)
+    if caller.state.captcha.enabled:
+        await caller.state.captcha.check([request.headers.get("x-altcha"), body.altcha], key)
     outcome = await inquiry_service.submit(
         caller.state,
         body,
@@ -69,9 +71,10 @@ async def list_inquiries(
     listing: Listing,
     status: Annotated[list[InquiryStatus] | None, Query(description="Repeatable")] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
+    spam: Annotated[bool | None, Query(description="Only spam (true) or no spam (false)")] = None,
 ) -> Response:
     """List inquiries, newest first, with filters and keyset pagination."""
-    body = await inquiry_service.page(state, listing, statuses=status, email=email)
+    body = await inquiry_service.page(state, listing, statuses=status, email=email, spam=spam)
     return Response(body, media_type="application/json")
 
 
@@ -83,9 +86,10 @@ async def list_inquiries(
 )
 async def bulk_status(
     body: BulkStatus, session: SessionDep, state: StateDep, actor: Updater
-) -> BulkStatusOut:
-    """Set one status on up to 500 inquiries (mark a spam flood CANCELLED in one call)."""
-    return await inquiry_service.bulk_status(session, state, body, actor)
+) -> Response:
+    """Set one status on up to 500 inquiries; with `spam` and `block`, turn a triaged flood
+    into blocklist entries in the same call."""
+    return json_data(await inquiry_service.bulk_status(session, state, body, actor))
 
 
 @router.get(

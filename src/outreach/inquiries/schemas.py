@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from outreach.blocklist.schemas import BlockOut
 from outreach.core.schemas import (
+    CaptchaPayload,
     Email,
     IdStr,
     InModel,
@@ -22,7 +24,7 @@ from outreach.core.schemas import (
     Timestamp,
     format_time,
 )
-from outreach.inquiries.models import InquiryStatus
+from outreach.inquiries.models import InquiryStatus, SpamReason
 
 
 class InquirySubmit(InModel):
@@ -41,6 +43,7 @@ class InquirySubmit(InModel):
             description="Honeypot: the real form hides this field and leaves it empty",
         ),
     ] = None
+    altcha: CaptchaPayload = None
 
 
 class SubmitOut(OutModel):
@@ -59,6 +62,7 @@ class InquiryOut(OutModel):
     source: str | None
     status: InquiryStatus
     note: str | None
+    spam_reason: SpamReason | None
     client_ip: str | None
     user_agent: str | None
     created_at: Timestamp
@@ -94,6 +98,7 @@ def inquiry_json(row: Any) -> dict[str, Any]:
         "source": get("source"),
         "status": str(get("status")),
         "note": get("note"),
+        "spamReason": get("spam_reason"),
         "clientIp": get("client_ip"),
         "userAgent": get("user_agent"),
         "createdAt": created,
@@ -115,13 +120,30 @@ def updated_json(row: Any, updated_by: str) -> dict[str, Any]:
     }
 
 
+SpamMark = Annotated[
+    Literal[True] | None,
+    Field(description='`true` with `"status": "CANCELLED"` marks it spam (reason `staff`)'),
+]
+
+
+def _spam_needs_cancelled(status: InquiryStatus | None, spam: bool | None) -> None:
+    if spam and status is not InquiryStatus.CANCELLED:
+        raise ValueError('spam: true goes with "status": "CANCELLED"')
+
+
 class InquiryUpdate(PatchIn):
-    non_null = ("status",)
+    non_null = ("status", "spam")
 
     status: InquiryStatus | None = None
     note: Annotated[
         Annotated[Text, Field(max_length=2000)] | None, Field(description="`null` clears it")
     ] = None
+    spam: SpamMark = None
+
+    @model_validator(mode="after")
+    def _spam(self) -> InquiryUpdate:
+        _spam_needs_cancelled(self.status, self.spam)
+        return self
 
 
 IdList = Annotated[
@@ -130,9 +152,28 @@ IdList = Annotated[
 ]
 
 
+BlockWhat = Literal["email", "domain", "ip"]
+
+
 class BulkStatus(InModel):
     ids: IdList
     status: InquiryStatus
+    spam: SpamMark = None
+    block: Annotated[
+        list[BlockWhat] | None,
+        Field(
+            max_length=3,
+            description="With spam: add the spam inquiries' emails, domains and/or client "
+            "addresses to the blocklist",
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _spam(self) -> BulkStatus:
+        _spam_needs_cancelled(self.status, self.spam)
+        if self.block and not self.spam:
+            raise ValueError('block goes with "spam": true')
+        return self
 
 
 class Skipped(OutModel):
@@ -143,6 +184,9 @@ class Skipped(OutModel):
 class BulkStatusOut(OutModel):
     updated: list[str]
     skipped: list[Skipped]
+    blocked: Annotated[
+        list[BlockOut] | None, Field(description="The entries `block` created (with `block`)")
+    ] = None
 
 
 class InquiryEvent(OutModel):

@@ -105,7 +105,7 @@ async def page(
     db: FastDB, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
 ) -> tuple[list[Row], str | None, int]:
     names = [s.value for s in statuses] if statuses else None
-    return await fetch_page(db, _t, PUBLIC_NAMES, query, statuses=names)
+    return await fetch_page(db, _t, PUBLIC_NAMES, query, statuses=names, counted=True)
 
 
 EXPORT_COLUMNS = (

@@ -82,7 +82,12 @@ async def subscribe(request: Request) -> Response:
     caller = await public_caller(request)
     key = idempotency_key(request)
     body = await read_json(request, SubscribeIn)
-    return answer(await subscriber_service.subscribe(caller.state, body, idempotency_key=key))
+    if caller.state.captcha.enabled:
+        await caller.state.captcha.check([request.headers.get("x-altcha"), body.altcha], key)
+    outcome = await subscriber_service.subscribe(
+        caller.state, body, client_ip=caller.client_ip, idempotency_key=key
+    )
+    return answer(outcome)
 
 
 async def _token_from_body(request: Request) -> str | None:

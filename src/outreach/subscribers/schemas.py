@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from outreach.core.schemas import (
+    CaptchaPayload,
     Email,
     IdStr,
     InModel,
@@ -29,10 +30,13 @@ class SubscribeIn(InModel):
     email: Email
     name: OptionalName = None
     source: OptionalSource = None
+    altcha: CaptchaPayload = None
 
 
-class SubscriberCreate(SubscribeIn):
-    pass
+class SubscriberCreate(InModel):
+    email: Email
+    name: OptionalName = None
+    source: OptionalSource = None
 
 
 class Accepted(OutModel):

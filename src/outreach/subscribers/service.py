@@ -41,8 +41,16 @@ class SubscriberService:
         state.events.publish(event, payload, subscriberId=payload["id"])
 
     async def subscribe(
-        self, state: State, body: SubscribeIn, *, idempotency_key: str | None
+        self,
+        state: State,
+        body: SubscribeIn,
+        *,
+        client_ip: str | None,
+        idempotency_key: str | None,
     ) -> Outcome[Row | None]:
+        if state.screen.blocked(body.email, client_ip):
+            # Answered like every subscribe, and nothing changes (API.md section 10).
+            return Outcome(202, ACCEPTED, False, None)
         row = new_row(state.ids.next_id(), body.email, body.name, body.source, utcnow())
 
         async def work(conn: FastConn) -> tuple[int, bytes, Row | None]:
@@ -50,8 +58,13 @@ class SubscriberService:
             # The same answer whatever happened: nobody learns who is subscribed.
             return 202, ACCEPTED, changed
 
-        # Hashed only with an Idempotency-Key (idempotency/service.py).
-        payload = body.model_dump(mode="json") if idempotency_key is not None else None
+        # Hashed only with an Idempotency-Key (idempotency/service.py); a retry may carry a
+        # new captcha solution.
+        payload = (
+            body.model_dump(mode="json", exclude={"altcha"})
+            if idempotency_key is not None
+            else None
+        )
         outcome = await run_once(
             state.fastdb, "subscribers.subscribe", idempotency_key, payload, work
         )

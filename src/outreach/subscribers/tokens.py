@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 from outreach.config import ConfigError, Settings
+from outreach.config import local_secret as config_local_secret
 
 SELECTOR_BYTES = 16  # 128 bits: 22 base64url characters
 MAC_LENGTH = 43  # 32 bytes of HMAC-SHA256, base64url without padding
@@ -101,24 +100,6 @@ def token_secrets(settings: Settings) -> list[bytes]:
     return [local_secret(settings.var_dir)]
 
 
-@lru_cache(maxsize=8)
 def local_secret(var_dir: Path) -> bytes:
-    """VAR_DIR/token-secret: 32 random bytes in base64, made once with mode 0600."""
-    path = var_dir / LOCAL_SECRET_FILE
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        # A temporary name, then a link that fails if another process won: one secret each.
-        tmp = path.with_name(f"{LOCAL_SECRET_FILE}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    secret = path.read_bytes().strip()
-    if len(secret) < 32:  # an emptied or truncated file must not become a guessable key
-        raise ConfigError(f"{path} holds no usable secret: delete it to make a new one")
-    return secret
+    """VAR_DIR/token-secret (config.local_secret)."""
+    return config_local_secret(var_dir, LOCAL_SECRET_FILE)
