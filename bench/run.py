@@ -118,6 +118,42 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+BLOCKLIST_ENTRIES = 10_000
+# A third each of addresses, domains and networks (IPv4 /24 and /32, IPv6 /48 and /64), none
+# covering the load's own addresses (127.0.0.1, @example.com).
+BLOCKLIST_SQL = """
+INSERT INTO blocklist (id, kind, value, reason, created_by, created_at, expires_at)
+SELECT 8000000000000000000 + g,
+       CASE g % 3 WHEN 0 THEN 'email' WHEN 1 THEN 'domain' ELSE 'ip' END,
+       CASE g % 3
+         WHEN 0 THEN 'bench-' || g || '@blocked-' || g || '.example.org'
+         WHEN 1 THEN 'blocked-' || g || '.example.net'
+         ELSE CASE g % 4
+           WHEN 0 THEN '10.' || (g / 256 % 256) || '.' || (g % 256) || '.0/24'
+           WHEN 1 THEN '172.16.' || (g / 256 % 256) || '.' || (g % 256)
+           WHEN 2 THEN '2001:db8:' || to_hex(g) || '::/48'
+           ELSE '2001:db8:ffff:' || to_hex(g) || '::/64' END
+       END,
+       'bench', 'bench', now(), NULL
+FROM generate_series(1, {n}) AS g
+"""
+
+
+def seed_blocklist() -> None:
+    psql("DELETE FROM blocklist WHERE reason = 'bench'")
+    psql(BLOCKLIST_SQL.format(n=BLOCKLIST_ENTRIES))
+    announce_blocklist()
+    time.sleep(2)  # every replica reloads when the change is announced
+
+
+def announce_blocklist() -> None:
+    """What the service does after a change: replicas reload on this Redis message."""
+    from redis import Redis
+
+    with Redis.from_url(REDIS_URL) as redis:
+        redis.publish("outreach:blocklist", b"changed")
+
+
 def psql(sql: str, db: str = DB_NAME) -> str:
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
     result = subprocess.run(
@@ -457,6 +493,17 @@ def main() -> int:
                     auth,
                 )
                 results["submit"] = wrk(base + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                psql("VACUUM ANALYZE inquiries")
+                # The same submit load with a blocklist of BLOCKLIST_ENTRIES (none of which
+                # matches): the in-memory matcher's cost on the hot path.
+                seed_blocklist()
+                try:
+                    results["submit_blocklist"] = wrk(
+                        base + f"{BASE}/inquiries/submit", script=SUBMIT_LUA
+                    )
+                finally:
+                    psql("DELETE FROM blocklist WHERE reason = 'bench'")
+                    announce_blocklist()
                 # Let PostgreSQL's autovacuum of those ~40,000 rows not land in the next run.
                 psql("VACUUM ANALYZE inquiries")
                 psql("VACUUM ANALYZE subscribers")
@@ -504,6 +551,7 @@ def report(r: dict[str, Any]) -> None:
     for name in (
         "healthz",
         "submit",
+        "submit_blocklist",
         "subscribe",
         "list",
         "search",
@@ -524,6 +572,11 @@ def report(r: dict[str, Any]) -> None:
             flat[f"{name}_{key}"] = round(m[key], 2)
         flat[f"{name}_ratio_healthz"] = round(ratio_h, 3)
         flat[f"{name}_ratio_pgbench"] = round(ratio_pg, 3)
+    if "submit_blocklist" in r:
+        flat["blocklist_entries"] = BLOCKLIST_ENTRIES
+        flat["submit_blocklist_vs_submit"] = round(
+            r["submit_blocklist"]["rps"] / r["submit"]["rps"], 3
+        )
     if "submit_2_workers" in r:
         flat["workers_2_scaling"] = round(r["submit_2_workers"]["rps"] / r["submit"]["rps"], 2)
     stats = r["statistics"]
@@ -538,6 +591,11 @@ def report(r: dict[str, Any]) -> None:
         f"ready in {r['ready_seconds']:.2f} s; RSS idle {r['idle_rss_mb']:.0f} MB, "
         f"peak {r['peak_rss_mb']:.0f} MB",
     ]
+    if "submit_blocklist_vs_submit" in flat:
+        lines.append(
+            f"submit with {BLOCKLIST_ENTRIES:,} blocklist entries: "
+            f"x{flat['submit_blocklist_vs_submit']:.2f} of submit without"
+        )
     if "workers_2_scaling" in flat:
         lines.append(
             f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "

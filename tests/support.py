@@ -144,16 +144,19 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
 
 
 @asynccontextmanager
-async def start_api(settings: Settings, key: ECKey) -> AsyncIterator[Api]:
+async def start_api(
+    settings: Settings, key: ECKey, *, client: str = "203.0.113.7"
+) -> AsyncIterator[Api]:
+    """The app with its lifespan, and a client whose requests come from `client`."""
     app = create_app(settings, ids=SnowflakeGenerator(next(_worker_ids)))
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        transport = httpx.ASGITransport(app=app, client=(client, 50000))
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://testserver",
             event_hooks={"response": [_record]},
-        ) as client:
-            yield Api(app=app, client=client, key=key, settings=settings)
+        ) as http:
+            yield Api(app=app, client=http, key=key, settings=settings)
 
 
 @pytest.fixture(scope="session")

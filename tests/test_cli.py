@@ -72,6 +72,7 @@ def _without(*names: str) -> dict[str, str]:
         (_without("PUBLIC_BASE_URL"), "set PUBLIC_BASE_URL"),
         (_without("TOKEN_SECRET"), "set TOKEN_SECRET"),
         (_without("JWT_ISSUER", "TOKEN_SECRET"), "set JWT_ISSUER and TOKEN_SECRET"),
+        ({**PRODUCTION_COMPLETE, "CAPTCHA": "altcha"}, "set ALTCHA_HMAC_KEY"),
     ],
 )
 def test_production_refuses_embedded_defaults(
