@@ -90,12 +90,14 @@ async def test_honeypot_and_blocklist_are_stored_with_their_reason_and_told_noth
         assert after == before[reason] + 1
 
 
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
 async def test_a_blocked_client_address_ipv6_block(
-    pg_database: str, var_dir: Path, dev_key: ECKey
+    database: str, pg_database: str, sqlite_database: str, var_dir: Path, dev_key: ECKey
 ) -> None:
     network = f"2001:db8:{uuid.uuid4().int % 65536:x}::/48"
     client = network.replace("::/48", ":7::5")
-    async with start_api(make_settings(pg_database, var_dir), dev_key, client=client) as api:
+    url = pg_database if database == "postgresql" else sqlite_database
+    async with start_api(make_settings(url, var_dir), dev_key, client=client) as api:
         made = await api.client.post(
             BLOCKLIST, json={"kind": "ip", "value": network}, headers=api.owner
         )
