@@ -10,7 +10,7 @@ from outreach.db import migrate as _migrate
 from outreach.db.base import Base
 from outreach.db.migrate import Seed
 from outreach.idempotency.models import IdempotencyKey
-from outreach.inquiries.models import Inquiry
+from outreach.inquiries.models import Inquiry, InquiryComment, InquiryHistory
 from outreach.subscribers.models import Subscriber
 
 SEEDS: tuple[Seed, ...] = (seed_policy,)
@@ -29,6 +29,8 @@ __all__ = [
     "CasbinRule",
     "IdempotencyKey",
     "Inquiry",
+    "InquiryComment",
+    "InquiryHistory",
     "Subscriber",
     "migrate",
 ]

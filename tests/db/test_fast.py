@@ -9,32 +9,19 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from outreach.db.base import utcnow
 from outreach.inquiries import repository
 from outreach.inquiries.models import Inquiry
+from outreach.inquiries.schemas import InquirySubmit
+from outreach.inquiries.service import new_row
 from tests.support import Api, unique_email
 
 
 def row(api: Api, email: str, **overrides: Any) -> dict[str, Any]:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "id": api.state.ids.next_id(),
-        "name": "Batch",
-        "email": email,
-        "phone": None,
-        "subject": None,
-        "message": "m",
-        "source": None,
-        "status": "SENT",
-        "note": None,
-        "spam_reason": None,
-        "client_ip": "203.0.113.9",
-        "user_agent": None,
-        "search_text": "batch",
-        "created_at": now,
-        "updated_at": now,
-        "deleted_at": None,
-    }
+    """A submitted inquiry's row, as the service builds it."""
+    body = InquirySubmit(name="Batch", email=email, message="m")
+    values = new_row(
+        api.state.ids.next_id(), body, client_ip="203.0.113.9", user_agent=None, spam=None
+    )
     values.update(overrides)
     return values
 

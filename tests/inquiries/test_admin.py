@@ -147,7 +147,8 @@ async def test_get_one_and_404s(api: Api) -> None:
     assert body["clientIp"] == "203.0.113.7"
     assert set(body) == {
         "id", "name", "email", "phone", "subject", "message", "source", "status", "note",
-        "spamReason", "clientIp", "userAgent", "createdAt", "updatedAt", "deletedAt",
+        "spamReason", "assigneeId", "priority", "firstRespondedAt", "resolvedAt",
+        "clientIp", "userAgent", "createdAt", "updatedAt", "deletedAt",
     }  # fmt: skip
     for unknown in ("1", "99999999999999999999", "abc", str(2**63)):
         missing = await api.client.get(f"{INQUIRIES}/{unknown}", headers=api.owner)
@@ -208,6 +209,9 @@ async def test_patch_note_emits_inquiry_updated(api: Api, events: Recorder) -> N
             "id": inquiry_id,
             "status": "SENT",
             "note": "Gọi lại lúc 3h",
+            "assigneeId": None,
+            "priority": "NORMAL",
+            "spamReason": None,
             "updatedAt": response.json()["updatedAt"],
             "deletedAt": None,
             "updatedBy": "emp-7",

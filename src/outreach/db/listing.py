@@ -44,6 +44,9 @@ class ListQuery:
 _row_counts = table("row_counts", column("tbl"), column("status"), column("deleted"), column("n"))
 
 
+NO_ONE = "\x00none"  # the `assignee` of an unassigned filter (no sub can hold a NUL)
+
+
 @dataclass(frozen=True, slots=True)
 class Shape:
     """Which filters a list request uses: one statement per shape, compiled once."""
@@ -63,6 +66,8 @@ class Shape:
     search_column: str = "search_text"
     soft_delete: bool = True
     spam: bool | None = None  # inquiries: spam_reason set (True) or not (False)
+    assignee: str | None = None  # inquiries: "none" (unassigned) or "one" (param `assignee`)
+    priorities: bool = False  # inquiries: priority in param `priorities`
 
 
 def _in(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
@@ -88,6 +93,12 @@ def _where(t: Table, shape: Shape) -> list[ColumnElement[bool]]:
     if shape.spam is not None:
         reason = t.c.spam_reason
         where.append(reason.is_not(None) if shape.spam else reason.is_(None))
+    if shape.assignee == "none":
+        where.append(t.c.assignee_id.is_(None))
+    elif shape.assignee == "one":
+        where.append(t.c.assignee_id == bindparam("assignee"))
+    if shape.priorities:
+        where.append(_in(t.c.priority, "priorities", shape.dialect))
     return where
 
 
@@ -154,6 +165,8 @@ async def fetch_page(
         and db.dialect == "postgresql"
         and not (shape.q or shape.created_from or shape.created_to or shape.email)
         and shape.spam is None
+        and shape.assignee is None
+        and not shape.priorities
     ):
         count = _counters_statement(t.name, query.include_deleted, shape.statuses)
     else:
@@ -169,6 +182,50 @@ async def fetch_page(
     return rows, next_cursor, total
 
 
+@lru_cache(maxsize=64)
+def _children_statement(
+    t: Table, parent: str, columns: tuple[str, ...], order: str, cursor: bool
+) -> Select[Any]:
+    where = [t.c[parent] == bindparam("parent")]
+    if cursor:
+        where.append(t.c.id > bindparam("after") if order == "asc" else t.c.id < bindparam("after"))
+    return (
+        select(*(t.c[name] for name in columns))
+        .where(*where)
+        .order_by(t.c.id.asc() if order == "asc" else t.c.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+@lru_cache(maxsize=64)
+def _children_count(t: Table, parent: str) -> Select[Any]:
+    return select(func.count().label("n")).select_from(t).where(t.c[parent] == bindparam("parent"))
+
+
+async def fetch_children(
+    db: FastDB, t: Table, parent: str, parent_id: int, query: ListQuery, *, extra: int = 0
+) -> tuple[list[Row], str | None, int]:
+    """A page of the rows of `t` that belong to one parent (its comments, its history),
+    by id in the query's order: an index on (parent, id) serves both. `extra` more rows are
+    read for a caller that merges in rows of its own (the derived `created` entry)."""
+    columns = tuple(c.name for c in t.columns)
+    params: dict[str, Any] = {"parent": parent_id, "limit": query.limit + 1 + extra}
+    if query.cursor is not None:
+        params["after"] = decode_cursor(query.cursor, query.order)
+    statement = _children_statement(t, parent, columns, query.order, query.cursor is not None)
+    async with db.reading() as conn:
+        rows = await conn.fetch(statement, params)
+        found = await conn.fetchrow(_children_count(t, parent), params)
+    total = int(found["n"]) if found is not None else 0
+    if extra:
+        return rows, None, total
+    next_cursor = None
+    if len(rows) > query.limit:
+        rows = rows[: query.limit]
+        next_cursor = encode_cursor(int(rows[-1]["id"]), query.order)
+    return rows, next_cursor, total
+
+
 def list_filter(
     dialect: str,
     query: ListQuery,
@@ -176,6 +233,8 @@ def list_filter(
     statuses: Sequence[str] | None = None,
     email: str | None = None,
     spam: bool | None = None,
+    assignee: str | None = None,
+    priorities: Sequence[str] | None = None,
     status_column: str = "status",
     search_column: str = "search_text",
     soft_delete: bool = True,
@@ -195,6 +254,8 @@ def list_filter(
         search_column=search_column,
         soft_delete=soft_delete,
         spam=spam,
+        assignee=None if assignee is None else ("none" if assignee == NO_ONE else "one"),
+        priorities=bool(priorities),
     )
     params: dict[str, Any] = {}
     if query.q:
@@ -207,6 +268,10 @@ def list_filter(
         params["statuses"] = list(statuses)
     if email is not None:
         params["email"] = email
+    if assignee is not None and assignee != NO_ONE:
+        params["assignee"] = assignee
+    if priorities:
+        params["priorities"] = list(priorities)
     if query.cursor is not None:
         params["after"] = decode_cursor(query.cursor, query.order)
     return shape, params

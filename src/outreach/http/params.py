@@ -121,3 +121,36 @@ def page_query_dependency() -> Any:
         )
 
     return Depends(dependency)
+
+
+def children_query_dependency(resource: str) -> Any:
+    """The page parameters of what belongs to one row (an inquiry's comments and history):
+    oldest first unless order=desc; `includeDeleted` (the row's own deletion) needs the
+    restore permission."""
+
+    async def dependency(
+        principal: Principal,
+        state: StateDep,
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=64, description="`nextCursor` of the previous page")
+        ] = None,
+        order: Annotated[Literal["asc", "desc"], Query(description="By time")] = "asc",
+        include_deleted: Annotated[
+            bool,
+            Query(alias="includeDeleted", description="Of a deleted row; needs restore"),
+        ] = False,
+    ) -> ListQuery:
+        if include_deleted and not state.authorizer.allowed(principal.roles, resource, "restore"):
+            raise Forbidden("includeDeleted needs the restore permission")
+        return ListQuery(
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            include_deleted=include_deleted,
+            q=None,
+            created_from=None,
+            created_to=None,
+        )
+
+    return Depends(dependency)

@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.db.base import get_row, table_of
 from outreach.db.batch import Grouped, unnest_insert
 from outreach.db.fast import FastConn, FastDB, Row
-from outreach.db.listing import ListQuery, fetch_page
-from outreach.inquiries.models import Inquiry, InquiryStatus
+from outreach.db.listing import ListQuery, fetch_children, fetch_page
+from outreach.inquiries.models import (
+    Inquiry,
+    InquiryComment,
+    InquiryHistory,
+    InquiryStatus,
+    Priority,
+)
 
 _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
@@ -45,7 +52,10 @@ async def page(
     statuses: Sequence[InquiryStatus] | None,
     email: str | None,
     spam: bool | None = None,
+    assignee: str | None = None,
+    priorities: Sequence[Priority] | None = None,
 ) -> tuple[list[Row], str | None, int]:
+    """`assignee`: a sub, or NO_ONE (unassigned); None: no filter."""
     return await fetch_page(
         db,
         _t,
@@ -55,4 +65,38 @@ async def page(
         email=email.strip().lower() if email else None,
         counted=True,
         spam=spam,
+        assignee=assignee,
+        priorities=[p.value for p in priorities] if priorities else None,
     )
+
+
+_comments = table_of(InquiryComment)
+_history = table_of(InquiryHistory)
+
+
+async def comments(
+    db: FastDB, inquiry_id: int, query: ListQuery
+) -> tuple[list[Row], str | None, int]:
+    return await fetch_children(db, _comments, "inquiry_id", inquiry_id, query)
+
+
+async def history(db: FastDB, inquiry_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    """Stored entries of a page (one more than the page, for the derived `created` entry to
+    be merged in), and how many are stored."""
+    rows, _, total = await fetch_children(db, _history, "inquiry_id", inquiry_id, query, extra=1)
+    return rows, total
+
+
+_ALL_CHANGES = (
+    select(_history.c.changes)
+    .where(_history.c.inquiry_id == bindparam("parent"))
+    .order_by(_history.c.id.asc())
+)
+
+
+async def all_changes(db: FastDB, inquiry_id: int) -> list[dict[str, Any]]:
+    """Every stored entry's changes, oldest first (how the inquiry started: service)."""
+    rows = await db.fetch(_ALL_CHANGES, {"parent": inquiry_id})
+    return [
+        r["changes"] if isinstance(r["changes"], dict) else orjson.loads(r["changes"]) for r in rows
+    ]

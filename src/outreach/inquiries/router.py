@@ -9,20 +9,30 @@ from fastapi import Query, Request, Response
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import problem_responses
 from outreach.core.schemas import json_data
-from outreach.db.listing import ListQuery
+from outreach.db.listing import NO_ONE, ListQuery
 from outreach.http.deps import SessionDep, require
-from outreach.http.params import SnowflakeId, include_deleted_dependency, list_query_dependency
+from outreach.http.params import (
+    SnowflakeId,
+    children_query_dependency,
+    include_deleted_dependency,
+    list_query_dependency,
+)
 from outreach.http.public import answer, idempotency_key, json_body_doc, public_caller
 from outreach.http.routing import Router, read_json
-from outreach.inquiries.models import InquiryStatus
+from outreach.inquiries.models import InquiryStatus, Priority
 from outreach.inquiries.schemas import (
     BulkStatus,
     BulkStatusOut,
+    CommentCreate,
+    CommentOut,
+    CommentPage,
+    HistoryPage,
     InquiryOut,
     InquiryPage,
     InquirySubmit,
     InquiryUpdate,
     SubmitOut,
+    comment_json,
     inquiry_json,
 )
 from outreach.inquiries.service import inquiry as inquiry_service
@@ -67,14 +77,32 @@ async def submit_inquiry(request: Request) -> Response:
 @router.get("/inquiries", response_model=InquiryPage, tags=["inquiries"], responses=ADMIN)
 async def list_inquiries(
     state: StateDep,
-    _: Reader,
+    principal: Reader,
     listing: Listing,
     status: Annotated[list[InquiryStatus] | None, Query(description="Repeatable")] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
     spam: Annotated[bool | None, Query(description="Only spam (true) or no spam (false)")] = None,
+    assignee_id: Annotated[
+        str | None,
+        Query(
+            alias="assigneeId",
+            max_length=128,
+            description="A staff member's `sub`, `me` for the caller's own, `none` for unassigned",
+        ),
+    ] = None,
+    priority: Annotated[list[Priority] | None, Query(description="Repeatable")] = None,
 ) -> Response:
     """List inquiries, newest first, with filters and keyset pagination."""
-    body = await inquiry_service.page(state, listing, statuses=status, email=email, spam=spam)
+    assignee = {"me": principal.sub, "none": NO_ONE}.get(assignee_id or "", assignee_id)
+    body = await inquiry_service.page(
+        state,
+        listing,
+        statuses=status,
+        email=email,
+        spam=spam,
+        assignee=assignee,
+        priorities=priority,
+    )
     return Response(body, media_type="application/json")
 
 
@@ -150,3 +178,53 @@ async def restore_inquiry(
     """Restore a soft-deleted inquiry (a no-op for one that is not deleted)."""
     restored = await inquiry_service.restore(session, state, inquiry_id, actor)
     return json_data(inquiry_json(restored))
+
+
+Children = Annotated[ListQuery, children_query_dependency("inquiries")]
+
+
+@router.post(
+    "/inquiries/{id}/comments",
+    status_code=201,
+    response_model=CommentOut,
+    tags=["inquiries"],
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+)
+async def add_comment(
+    inquiry_id: SnowflakeId,
+    body: CommentCreate,
+    session: SessionDep,
+    state: StateDep,
+    actor: Updater,
+) -> Response:
+    """Add an internal note (staff only, never shown to the visitor)."""
+    comment = await inquiry_service.comment(session, state, inquiry_id, body, actor)
+    return json_data(comment_json(comment), 201)
+
+
+@router.get(
+    "/inquiries/{id}/comments",
+    response_model=CommentPage,
+    tags=["inquiries"],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def list_comments(
+    inquiry_id: SnowflakeId, session: SessionDep, state: StateDep, _: Reader, paging: Children
+) -> Response:
+    """An inquiry's internal notes, oldest first."""
+    body = await inquiry_service.comments(session, state, inquiry_id, paging)
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/inquiries/{id}/history",
+    response_model=HistoryPage,
+    tags=["inquiries"],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def list_history(
+    inquiry_id: SnowflakeId, session: SessionDep, state: StateDep, _: Reader, paging: Children
+) -> Response:
+    """Every change of an inquiry, oldest first: who did what, from what to what."""
+    body = await inquiry_service.history(session, state, inquiry_id, paging)
+    return Response(body, media_type="application/json")

@@ -6,6 +6,7 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import Field, model_validator
 
 from outreach.blocklist.schemas import BlockOut
@@ -24,7 +25,7 @@ from outreach.core.schemas import (
     Timestamp,
     format_time,
 )
-from outreach.inquiries.models import InquiryStatus, SpamReason
+from outreach.inquiries.models import Action, InquiryStatus, Priority, SpamReason
 
 
 class InquirySubmit(InModel):
@@ -63,6 +64,10 @@ class InquiryOut(OutModel):
     status: InquiryStatus
     note: str | None
     spam_reason: SpamReason | None
+    assignee_id: str | None
+    priority: Priority
+    first_responded_at: Timestamp | None
+    resolved_at: Timestamp | None
     client_ip: str | None
     user_agent: str | None
     created_at: Timestamp
@@ -99,6 +104,10 @@ def inquiry_json(row: Any) -> dict[str, Any]:
         "status": str(get("status")),
         "note": get("note"),
         "spamReason": get("spam_reason"),
+        "assigneeId": get("assignee_id"),
+        "priority": str(get("priority")),
+        "firstRespondedAt": _time(get("first_responded_at")),
+        "resolvedAt": _time(get("resolved_at")),
         "clientIp": get("client_ip"),
         "userAgent": get("user_agent"),
         "createdAt": created,
@@ -107,16 +116,81 @@ def inquiry_json(row: Any) -> dict[str, Any]:
     }
 
 
-def updated_json(row: Any, updated_by: str) -> dict[str, Any]:
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def updated_json(row: Any, updated_by: str | None) -> dict[str, Any]:
     """The `inquiry.updated` event's payload (InquiryEvent)."""
     inquiry = inquiry_json(row)
     return {
         "id": inquiry["id"],
         "status": inquiry["status"],
         "note": inquiry["note"],
+        "assigneeId": inquiry["assigneeId"],
+        "priority": inquiry["priority"],
+        "spamReason": inquiry["spamReason"],
         "updatedAt": inquiry["updatedAt"],
         "deletedAt": inquiry["deletedAt"],
         "updatedBy": updated_by,
+    }
+
+
+class CommentCreate(InModel):
+    body: Annotated[Text, Field(min_length=1, max_length=5000)]
+
+
+class CommentOut(OutModel):
+    id: IdStr
+    inquiry_id: IdStr
+    body: str
+    author_id: str | None
+    created_at: Timestamp
+
+
+class CommentPage(Page[CommentOut]):
+    pass
+
+
+def comment_json(row: Any) -> dict[str, Any]:
+    """CommentOut's JSON (and the `inquiry.commented` payload)."""
+    get = partial(getattr, row) if hasattr(row, "_sa_instance_state") else row.__getitem__
+    return {
+        "id": str(get("id")),
+        "inquiryId": str(get("inquiry_id")),
+        "body": get("body"),
+        "authorId": get("author_id"),
+        "createdAt": format_time(get("created_at")),
+    }
+
+
+class Change(OutModel):
+    from_: Annotated[Any, Field(alias="from")]
+    to: Any
+
+
+class HistoryOut(OutModel):
+    id: IdStr
+    at: Timestamp
+    actor_id: str | None
+    action: Action
+    changes: dict[str, Change]
+
+
+class HistoryPage(Page[HistoryOut]):
+    pass
+
+
+def history_json(row: Any) -> dict[str, Any]:
+    """HistoryOut's JSON of a stored entry (the derived `created` one is built alike)."""
+    get = partial(getattr, row) if hasattr(row, "_sa_instance_state") else row.__getitem__
+    changes = get("changes")
+    return {
+        "id": str(get("id")),
+        "at": format_time(get("at")),
+        "actorId": get("actor_id"),
+        "action": str(get("action")),
+        "changes": changes if isinstance(changes, dict) else orjson.loads(changes),
     }
 
 
@@ -132,13 +206,18 @@ def _spam_needs_cancelled(status: InquiryStatus | None, spam: bool | None) -> No
 
 
 class InquiryUpdate(PatchIn):
-    non_null = ("status", "spam")
+    non_null = ("status", "spam", "priority")
 
     status: InquiryStatus | None = None
     note: Annotated[
         Annotated[Text, Field(max_length=2000)] | None, Field(description="`null` clears it")
     ] = None
     spam: SpamMark = None
+    assignee_id: Annotated[
+        Annotated[Text, Field(min_length=1, max_length=128)] | None,
+        Field(description="The staff member's `sub`; `null` unassigns"),
+    ] = None
+    priority: Priority | None = None
 
     @model_validator(mode="after")
     def _spam(self) -> InquiryUpdate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -13,18 +14,31 @@ from outreach.blocklist.models import BlockKind
 from outreach.blocklist.service import blocklist as blocklist_service
 from outreach.blocklist.values import domain_of, normalize
 from outreach.core.errors import InvalidTransition, NotFound
-from outreach.core.schemas import parse_id
+from outreach.core.schemas import decode_cursor, encode_cursor, format_time, parse_id
 from outreach.core.text import search_key
 from outreach.db.base import after_commit, utcnow
 from outreach.db.fast import FastConn
 from outreach.db.listing import ListQuery, page_body
 from outreach.idempotency.service import Outcome, run_once
 from outreach.inquiries import repository
-from outreach.inquiries.models import TRANSITIONS, Inquiry, InquiryStatus, SpamReason
+from outreach.inquiries.models import (
+    TRACKED,
+    TRANSITIONS,
+    Action,
+    Inquiry,
+    InquiryComment,
+    InquiryHistory,
+    InquiryStatus,
+    Priority,
+    SpamReason,
+)
 from outreach.inquiries.schemas import (
     BulkStatus,
+    CommentCreate,
     InquirySubmit,
     InquiryUpdate,
+    comment_json,
+    history_json,
     inquiry_json,
     submitted_json,
     updated_json,
@@ -60,6 +74,10 @@ def new_row(
         "status": InquiryStatus.SENT if spam is None else InquiryStatus.CANCELLED,
         "note": None,
         "spam_reason": spam,
+        "assignee_id": None,
+        "priority": Priority.NORMAL.value,
+        "first_responded_at": None,
+        "resolved_at": None,
         "client_ip": client_ip,
         "user_agent": user_agent,
         "search_text": search_key(body.name, body.email, body.subject, body.message),
@@ -72,13 +90,15 @@ def new_row(
 CHANGED, UNCHANGED, INVALID = "changed", "unchanged", "invalid-transition"
 
 
-def move(inquiry: Inquiry, status: InquiryStatus, *, spam: bool) -> str:
-    """The one rule of a status change, for PATCH and bulk-status alike (API.md sections 3
-    and 10): CHANGED (applied), UNCHANGED (a no-op) or INVALID (not an allowed transition).
+def move(inquiry: Inquiry, status: InquiryStatus, *, spam: bool, now: datetime) -> str:
+    """The one rule of a status change, for PATCH and bulk-status alike (API.md sections 3,
+    10 and 11): CHANGED (applied), UNCHANGED (a no-op) or INVALID (not an allowed
+    transition).
 
     `spam` (with CANCELLED) marks it spam by staff: on an inquiry already CANCELLED with no
     reason that is a change; on one with a reason, a no-op. Leaving CANCELLED clears the
-    reason.
+    reason. The first time the status leaves SENT is the first response (set once);
+    `resolvedAt` is the time it last became RESOLVED, cleared when it is reopened.
     """
     current = InquiryStatus(inquiry.status)
     if status == current:
@@ -90,7 +110,38 @@ def move(inquiry: Inquiry, status: InquiryStatus, *, spam: bool) -> str:
         return INVALID
     inquiry.status = status
     inquiry.spam_reason = SpamReason.STAFF if spam else None
+    if current is InquiryStatus.SENT and inquiry.first_responded_at is None:
+        inquiry.first_responded_at = now
+    inquiry.resolved_at = now if status is InquiryStatus.RESOLVED else None
     return CHANGED
+
+
+# The history and inquiry.updated name the tracked fields as the API does.
+WIRE_NAMES = {
+    "status": "status",
+    "note": "note",
+    "assignee_id": "assigneeId",
+    "priority": "priority",
+    "spam_reason": "spamReason",
+}
+
+
+def snapshot(inquiry: Inquiry) -> dict[str, Any]:
+    return {name: _plain(getattr(inquiry, name)) for name in TRACKED}
+
+
+def changes_since(before: dict[str, Any], inquiry: Inquiry) -> dict[str, dict[str, Any]]:
+    """Each tracked field that changed: {"status": {"from": "SENT", "to": "RESOLVED"}}."""
+    after = snapshot(inquiry)
+    return {
+        WIRE_NAMES[name]: {"from": before[name], "to": after[name]}
+        for name in TRACKED
+        if before[name] != after[name]
+    }
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, str) else value
 
 
 def block_pairs(inquiries: Iterable[Inquiry], what: Iterable[str]) -> list[tuple[BlockKind, str]]:
@@ -162,10 +213,18 @@ class InquiryService:
         statuses: list[InquiryStatus] | None,
         email: str | None,
         spam: bool | None = None,
+        assignee: str | None = None,
+        priorities: list[Priority] | None = None,
     ) -> bytes:
         """The JSON of an InquiryPage."""
         rows, next_cursor, total = await repository.page(
-            state.fastdb, query, statuses=statuses, email=email, spam=spam
+            state.fastdb,
+            query,
+            statuses=statuses,
+            email=email,
+            spam=spam,
+            assignee=assignee,
+            priorities=priorities,
         )
         return page_body([inquiry_json(r) for r in rows], query.limit, next_cursor, total)
 
@@ -175,14 +234,43 @@ class InquiryService:
             raise NotFound("No such inquiry")
         return found
 
-    def _changed(
-        self, state: State, session: AsyncSession, inquiry: Inquiry, actor: AuthPrincipal
+    def _record(
+        self,
+        session: AsyncSession,
+        state: State,
+        inquiry: Inquiry,
+        actor: str | None,
+        action: Action,
+        changes: dict[str, dict[str, Any]],
+        now: datetime,
     ) -> None:
-        event = updated_json(inquiry, actor.sub)
-        after_commit(
-            session,
-            lambda: state.events.publish("inquiry.updated", event, inquiryId=event["id"]),
+        """A change of `inquiry`: its history entry in this transaction, and after commit its
+        events (`inquiry.updated`; `inquiry.assigned` to the new assignee's own room)."""
+        session.add(
+            InquiryHistory(
+                id=state.ids.next_id(),
+                inquiry_id=inquiry.id,
+                at=now,
+                actor_id=actor,
+                action=action.value,
+                changes=changes,
+            )
         )
+        updated = updated_json(inquiry, actor)
+        assignee = changes.get("assigneeId", {}).get("to")
+        assigned = inquiry_json(inquiry) if assignee else None
+
+        def announce() -> None:
+            state.events.publish("inquiry.updated", updated, inquiryId=updated["id"])
+            if assigned is not None:
+                state.events.publish(
+                    "inquiry.assigned",
+                    assigned,
+                    rooms=[f"user:{assignee}"],
+                    inquiryId=updated["id"],
+                )
+
+        after_commit(session, announce)
 
     async def update(
         self,
@@ -193,21 +281,25 @@ class InquiryService:
         actor: AuthPrincipal,
     ) -> Inquiry:
         inquiry = await self._locked(session, inquiry_id, deleted=False)
-        changed = False
+        before = snapshot(inquiry)
+        now = utcnow()
+        given = body.model_fields_set
         if body.status is not None:
-            outcome = move(inquiry, body.status, spam=bool(body.spam))
-            if outcome == INVALID:
+            if move(inquiry, body.status, spam=bool(body.spam), now=now) == INVALID:
                 raise InvalidTransition(
                     f"An inquiry cannot go from {inquiry.status} to {body.status}"
                 )
-            changed = outcome == CHANGED
-        if "note" in body.model_fields_set and body.note != inquiry.note:
+        if "note" in given:
             inquiry.note = body.note
-            changed = True
-        if changed:
-            inquiry.updated_at = utcnow()
+        if "assignee_id" in given:
+            inquiry.assignee_id = body.assignee_id
+        if body.priority is not None:
+            inquiry.priority = body.priority.value
+        changes = changes_since(before, inquiry)
+        if changes:  # setting what it already has is a no-op: no entry, no event
+            inquiry.updated_at = now
+            self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             await session.flush()
-            self._changed(state, session, inquiry, actor)
         return inquiry
 
     async def bulk_status(
@@ -230,11 +322,13 @@ class InquiryService:
             if inquiry is None:
                 skipped.append({"id": raw, "reason": "not-found"})
                 continue
-            outcome = move(inquiry, body.status, spam=bool(body.spam))
+            before = snapshot(inquiry)
+            outcome = move(inquiry, body.status, spam=bool(body.spam), now=now)
             if outcome == CHANGED:
                 inquiry.updated_at = now
                 updated.append(raw)
-                self._changed(state, session, inquiry, actor)
+                changes = changes_since(before, inquiry)
+                self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             else:
                 skipped.append({"id": raw, "reason": outcome})
         await session.flush()
@@ -252,20 +346,107 @@ class InquiryService:
         self, session: AsyncSession, state: State, inquiry_id: int, actor: AuthPrincipal
     ) -> None:
         inquiry = await self._locked(session, inquiry_id, deleted=False)
-        inquiry.deleted_at = inquiry.updated_at = utcnow()
+        now = utcnow()
+        inquiry.deleted_at = inquiry.updated_at = now
+        self._record(session, state, inquiry, actor.sub, Action.DELETED, {}, now)
         await session.flush()
-        self._changed(state, session, inquiry, actor)
 
     async def restore(
         self, session: AsyncSession, state: State, inquiry_id: int, actor: AuthPrincipal
     ) -> Inquiry:
         inquiry = await self._locked(session, inquiry_id, deleted=True)
         if inquiry.deleted_at is not None:
+            now = utcnow()
             inquiry.deleted_at = None
-            inquiry.updated_at = utcnow()
+            inquiry.updated_at = now
+            self._record(session, state, inquiry, actor.sub, Action.RESTORED, {}, now)
             await session.flush()
-            self._changed(state, session, inquiry, actor)
         return inquiry
+
+    async def comment(
+        self,
+        session: AsyncSession,
+        state: State,
+        inquiry_id: int,
+        body: CommentCreate,
+        actor: AuthPrincipal,
+    ) -> InquiryComment:
+        """An internal note; recorded in the history, announced as `inquiry.commented`."""
+        inquiry = await self._locked(session, inquiry_id, deleted=False)
+        now = utcnow()
+        comment = InquiryComment(
+            id=state.ids.next_id(),
+            inquiry_id=inquiry.id,
+            body=body.body,
+            author_id=actor.sub,
+            created_at=now,
+        )
+        session.add(comment)
+        session.add(
+            InquiryHistory(
+                id=state.ids.next_id(),
+                inquiry_id=inquiry.id,
+                at=now,
+                actor_id=actor.sub,
+                action=Action.COMMENTED.value,
+                changes={},
+            )
+        )
+        await session.flush()
+        payload = comment_json(comment)
+        after_commit(
+            session,
+            lambda: state.events.publish(
+                "inquiry.commented", payload, inquiryId=payload["inquiryId"]
+            ),
+        )
+        return comment
+
+    async def comments(
+        self, session: AsyncSession, state: State, inquiry_id: int, query: ListQuery
+    ) -> bytes:
+        await self.get(session, inquiry_id, include_deleted=query.include_deleted)
+        rows, next_cursor, total = await repository.comments(state.fastdb, inquiry_id, query)
+        return page_body([comment_json(r) for r in rows], query.limit, next_cursor, total)
+
+    async def history(
+        self, session: AsyncSession, state: State, inquiry_id: int, query: ListQuery
+    ) -> bytes:
+        """The stored entries, with the `created` one derived from the inquiry itself."""
+        inquiry = await self.get(session, inquiry_id, include_deleted=query.include_deleted)
+        rows, total = await repository.history(state.fastdb, inquiry_id, query)
+        entries = [history_json(r) for r in rows]
+        after = decode_cursor(query.cursor, query.order) if query.cursor else None
+        ascending = query.order == "asc"
+        if after is None or (after > inquiry.id if not ascending else after < inquiry.id):
+            every = await repository.all_changes(state.fastdb, inquiry_id)
+            entries.append(created_entry(inquiry, every))
+        entries.sort(key=lambda e: int(e["id"]), reverse=not ascending)
+        next_cursor = None
+        if len(entries) > query.limit:
+            entries = entries[: query.limit]
+            next_cursor = encode_cursor(int(entries[-1]["id"]), query.order)
+        return page_body(entries, query.limit, next_cursor, total + 1)
+
+
+def created_entry(inquiry: Inquiry, later: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `created` entry: its id and time are the inquiry's, its actor the public form
+    (null), and its changes the status and spam reason it was created with: what the first
+    later change of each started from, else what it still is. `later`: every stored
+    entry's changes, oldest first."""
+    initial: dict[str, Any] = {"status": inquiry.status, "spamReason": inquiry.spam_reason}
+    for changes in reversed(later):
+        for name in initial:
+            if name in changes:
+                initial[name] = changes[name]["from"]
+    changes = {name: {"from": None, "to": value} for name, value in initial.items() if value}
+    return {
+        "id": str(inquiry.id),
+        "at": format_time(inquiry.created_at),
+        "actorId": None,
+        "action": Action.CREATED.value,
+        "changes": changes,
+    }
 
 
 inquiry = InquiryService()

@@ -18,6 +18,7 @@ log = structlog.get_logger("outreach.events")
 EVENT_RESOURCE = {
     "inquiry.sent": "inquiries",
     "inquiry.updated": "inquiries",
+    "inquiry.commented": "inquiries",
     "subscriber.subscribed": "subscribers",
     "subscriber.unsubscribed": "subscribers",
 }
@@ -33,14 +34,28 @@ class Events:
         resource = EVENT_RESOURCE[event]
         return [f"role:{role}" for role in self._authorizer.roles_that_may(resource, "read")]
 
-    def publish(self, event: str, payload: Mapping[str, Any], **fields: Any) -> None:
-        """Schedule the event; the request that caused it has already committed."""
-        task = asyncio.create_task(self._send(event, payload, fields))
+    def publish(
+        self,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        rooms: list[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Schedule the event; the request that caused it has already committed. `rooms`:
+        these instead of the readers' role rooms (`inquiry.assigned` goes to `user:<sub>`)."""
+        task = asyncio.create_task(self._send(event, payload, rooms, fields))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, event: str, payload: Mapping[str, Any], fields: dict[str, Any]) -> None:
-        rooms = self.rooms(event)
+    async def _send(
+        self,
+        event: str,
+        payload: Mapping[str, Any],
+        to: list[str] | None,
+        fields: dict[str, Any],
+    ) -> None:
+        rooms = to if to is not None else self.rooms(event)
         sent = await self._realtime.emit(event, payload, rooms, **fields)
         if sent and event == "inquiry.sent":
             inquiry_id = fields.get("inquiryId")

@@ -34,11 +34,21 @@ class ByStatus(OutModel):
     model_config = OutModel.model_config | {"alias_generator": None}
 
 
+class ResponseTimes(OutModel):
+    """Seconds from creation, over the live, non-spam inquiries of the range that have one."""
+
+    count: int
+    p50_seconds: float | None
+    p90_seconds: float | None
+
+
 class InquiryStatistics(OutModel):
     range: Range
     total: int
     by_status: ByStatus
     series: list[InquiryBucket]
+    first_response: ResponseTimes
+    resolution: ResponseTimes
 
 
 class SubscriberBucket(OutModel):

@@ -42,6 +42,7 @@ from outreach.statistics.schemas import (
     InquiryStatistics,
     Interval,
     Range,
+    ResponseTimes,
     SubscriberBucket,
     SubscriberStatistics,
 )
@@ -284,6 +285,79 @@ async def _inquiry_counts(session: AsyncSession, win: Window) -> list[tuple[date
     return [(_as_date(b), str(status), int(n)) for b, status, n in rows if n]
 
 
+def _seconds(later: ColumnElement[Any], created: ColumnElement[Any], dialect: str) -> Any:
+    if dialect == "postgresql":
+        return func.extract("epoch", later - created)
+    return (func.julianday(later) - func.julianday(created)) * 86400.0
+
+
+async def _response_times(
+    session: AsyncSession, end: ColumnElement[Any], win: Window
+) -> ResponseTimes:
+    """Count and median / 90th percentile of `end - created_at` (seconds) over the live,
+    non-spam inquiries created in the window that have `end`, computed in the database:
+    `percentile_cont` on PostgreSQL; on SQLite (no percentile function) the one or two
+    values around each rank, read in the order of the durations (aiosqlite runs each query
+    in its thread: nothing is computed on the event loop)."""
+    dialect = session.sync_session.get_bind().dialect.name
+    created = Inquiry.__table__.c.created_at
+    duration = _seconds(end, created, dialect)
+    where = [
+        Inquiry.deleted_at.is_(None),
+        Inquiry.spam_reason.is_(None),
+        end.is_not(None),
+        created >= win.start,
+        created < win.end,
+    ]
+    if dialect == "postgresql":
+        row = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.percentile_cont(0.5).within_group(duration),
+                    func.percentile_cont(0.9).within_group(duration),
+                ).where(*where)
+            )
+        ).one()
+        count, p50, p90 = int(row[0]), row[1], row[2]
+    else:
+        count = int(await session.scalar(select(func.count()).where(*where)) or 0)
+        p50 = await _sqlite_percentile(session, duration, where, count, 0.5)
+        p90 = await _sqlite_percentile(session, duration, where, count, 0.9)
+    return ResponseTimes(
+        count=count,
+        p50_seconds=_rounded(p50),
+        p90_seconds=_rounded(p90),
+    )
+
+
+async def _sqlite_percentile(
+    session: AsyncSession,
+    duration: Any,
+    where: Sequence[ColumnElement[bool]],
+    count: int,
+    rank: float,
+) -> float | None:
+    """percentile_cont: the value at position rank * (count - 1), interpolated; None
+    without values. The same statements whatever the count."""
+    position = rank * max(count - 1, 0)
+    below = int(position)
+    values = (
+        await session.scalars(
+            select(duration.label("d")).where(*where).order_by("d").limit(2).offset(below)
+        )
+    ).all()
+    if not values:
+        return None
+    low = float(values[0])
+    high = float(values[1]) if len(values) > 1 else low
+    return low + (high - low) * (position - below)
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
 class StatisticsService:
     async def inquiries(self, session: AsyncSession, win: Window) -> InquiryStatistics:
         per_bucket: dict[date, int] = {}
@@ -294,11 +368,14 @@ class StatisticsService:
         series = [
             InquiryBucket(bucket=b.isoformat(), count=per_bucket.get(b, 0)) for b in win.buckets
         ]
+        columns = Inquiry.__table__.c
         return InquiryStatistics(
             range=win.range(),
             total=sum(item.count for item in series),
             by_status=ByStatus(**by_status),
             series=series,
+            first_response=await _response_times(session, columns.first_responded_at, win),
+            resolution=await _response_times(session, columns.resolved_at, win),
         )
 
     async def subscribers(self, session: AsyncSession, win: Window) -> SubscriberStatistics:
