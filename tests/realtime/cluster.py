@@ -237,7 +237,7 @@ class SioClient:
         self.events: list[tuple[float, str, dict[str, Any]]] = []
         self.connect_errors: list[Any] = []
         self._changed = asyncio.Event()
-        for name in ("inquiry.sent", "inquiry.updated"):
+        for name in ("inquiry.sent", "inquiry.updated", "inquiry.assigned", "inquiry.commented"):
             self.client.on(name, self._recorder(name))
         self.client.on("connect_error", self._on_connect_error)
 
@@ -269,8 +269,9 @@ class SioClient:
         )
 
     def received(self, name: str, inquiry_id: str) -> dict[str, Any] | None:
+        """The event about this inquiry (a comment names it as `inquiryId`)."""
         for _, event, data in self.events:
-            if event == name and data.get("id") == inquiry_id:
+            if event == name and inquiry_id in (data.get("id"), data.get("inquiryId")):
                 return data
         return None
 

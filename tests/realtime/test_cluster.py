@@ -237,3 +237,35 @@ async def test_a_burst_reaches_the_other_replica_whole_and_once(cluster: Cluster
         by_id = {e[2]["id"]: e[2] for e in on_b.events if e[1] == "inquiry.sent"}
         for (inquiry_id, _), mark in zip(submitted, marks, strict=True):
             assert by_id[inquiry_id]["message"] == f"Xin chào {mark}"
+
+
+async def test_assignment_reaches_the_assignee_only_and_comments_every_reader(
+    cluster: Cluster,
+) -> None:
+    """inquiry.assigned goes to `user:<assignee>` only, from replica A to a client on B;
+    inquiry.commented to every reader, like inquiry.updated."""
+    owner = {"Authorization": f"Bearer {cluster.token('OWNER', sub='lead-1')}"}
+    async with (
+        sio_client(cluster.b.url, token=cluster.token("EMPLOYEE", sub="agent-7")) as assignee,
+        sio_client(cluster.b.url, token=cluster.token("EMPLOYEE", sub="agent-8")) as colleague,
+        sio_client(cluster.a.url, token=cluster.token("CASHIER", sub="till-1")) as cashier,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        inquiry_id, _ = await submit(http, cluster.a.url, marker())
+        await colleague.wait_for("inquiry.sent", inquiry_id, DELIVERY_BOUND)
+        url = f"{cluster.a.url}/v1/api/outreach/inquiries/{inquiry_id}"
+        patched = await http.patch(
+            url, json={"assigneeId": "agent-7", "priority": "HIGH"}, headers=owner
+        )
+        assert patched.status_code == 200, patched.text
+        assigned = await assignee.wait_for("inquiry.assigned", inquiry_id, DELIVERY_BOUND)
+        assert assigned == patched.json()  # the inquiry, as GET answers it
+        comment = await http.post(f"{url}/comments", json={"body": "Gọi khách"}, headers=owner)
+        assert comment.status_code == 201, comment.text
+        for client in (assignee, colleague, cashier):
+            got = await client.wait_for("inquiry.commented", inquiry_id, DELIVERY_BOUND)
+            assert got == comment.json()
+            update = await client.wait_for("inquiry.updated", inquiry_id, DELIVERY_BOUND)
+            assert (update["assigneeId"], update["priority"]) == ("agent-7", "HIGH")
+        assert colleague.received("inquiry.assigned", inquiry_id) is None
+        assert cashier.received("inquiry.assigned", inquiry_id) is None
