@@ -63,9 +63,7 @@ TRANSITIONS: dict[InquiryStatus, frozenset[InquiryStatus]] = {
 }
 
 
-_LIVE_HAM = "deleted_at IS NULL AND spam_reason IS NULL"
-_RESPONDED = f"first_responded_at IS NOT NULL AND {_LIVE_HAM}"
-_RESOLVED = f"resolved_at IS NOT NULL AND {_LIVE_HAM}"
+_RESPONDED = "first_responded_at IS NOT NULL AND deleted_at IS NULL AND spam_reason IS NULL"
 
 
 class Inquiry(Base):
@@ -107,16 +105,11 @@ class Inquiry(Base):
         Index("ix_inquiries_status_id", "status", "id"),
         Index("ix_inquiries_assignee_id_id", "assignee_id", "id"),
         Index(
-            "ix_inquiries_first_response",
+            "ix_inquiries_response_times",
             "created_at",
+            postgresql_include=["first_responded_at", "resolved_at"],
             postgresql_where=text(_RESPONDED),
             sqlite_where=text(_RESPONDED),
-        ),
-        Index(
-            "ix_inquiries_resolution",
-            "created_at",
-            postgresql_where=text(_RESOLVED),
-            sqlite_where=text(_RESOLVED),
         ),
         Index("ix_inquiries_email_id", "email", "id"),
         Index("ix_inquiries_created_at", "created_at"),

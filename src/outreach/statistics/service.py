@@ -31,7 +31,9 @@ from sqlalchemy import (
     literal,
     select,
     table,
+    text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.errors import ValidationFailed
@@ -287,48 +289,64 @@ async def _inquiry_counts(session: AsyncSession, win: Window) -> list[tuple[date
 
 def _seconds(later: ColumnElement[Any], created: ColumnElement[Any], dialect: str) -> Any:
     if dialect == "postgresql":
-        return func.extract("epoch", later - created)
+        # date_part is a double; extract() is a numeric, whose sort is ~3x slower.
+        return func.date_part("epoch", later - created)
     return (func.julianday(later) - func.julianday(created)) * 86400.0
 
 
+# percentile_cont sorts the durations: for a year of answered inquiries (~750,000) the sort
+# needs ~30 MB; the default work_mem (4 MB) spills it to disk. For this statement only.
+SORT_MEMORY = "SET LOCAL work_mem = '48MB'"
+
+
 async def _response_times(
-    session: AsyncSession, end: ColumnElement[Any], win: Window
-) -> ResponseTimes:
-    """Count and median / 90th percentile of `end - created_at` (seconds) over the live,
-    non-spam inquiries created in the window that have `end`, computed in the database:
-    `percentile_cont` on PostgreSQL; on SQLite (no percentile function) the one or two
-    values around each rank, read in the order of the durations (aiosqlite runs each query
-    in its thread: nothing is computed on the event loop)."""
+    session: AsyncSession, win: Window
+) -> tuple[ResponseTimes, ResponseTimes]:
+    """First response and resolution: count and median / 90th percentile of seconds since
+    creation, over the live, non-spam inquiries created in the window that have one,
+    computed in the database. PostgreSQL: one index-only scan of the answered ones (every
+    resolved inquiry was answered) and percentile_cont for both. SQLite (no percentile
+    function): a count, then the one or two values around each rank, read in the order of
+    the durations; aiosqlite runs each query in its thread, off the event loop."""
     dialect = session.sync_session.get_bind().dialect.name
-    created = Inquiry.__table__.c.created_at
-    duration = _seconds(end, created, dialect)
-    where = [
-        Inquiry.deleted_at.is_(None),
-        Inquiry.spam_reason.is_(None),
-        end.is_not(None),
-        created >= win.start,
-        created < win.end,
+    columns = Inquiry.__table__.c
+    live = [
+        columns.deleted_at.is_(None),
+        columns.spam_reason.is_(None),
+        columns.created_at >= win.start,
+        columns.created_at < win.end,
     ]
+    first = _seconds(columns.first_responded_at, columns.created_at, dialect)
+    resolution = _seconds(columns.resolved_at, columns.created_at, dialect)
     if dialect == "postgresql":
+        await session.execute(text(SORT_MEMORY))
+        ranks = postgresql.array([0.5, 0.9])
         row = (
             await session.execute(
                 select(
                     func.count(),
-                    func.percentile_cont(0.5).within_group(duration),
-                    func.percentile_cont(0.9).within_group(duration),
-                ).where(*where)
+                    func.count(columns.resolved_at),
+                    func.percentile_cont(ranks).within_group(first),
+                    func.percentile_cont(ranks)
+                    .within_group(resolution)
+                    .filter(columns.resolved_at.is_not(None)),
+                ).where(*live, columns.first_responded_at.is_not(None))
             )
         ).one()
-        count, p50, p90 = int(row[0]), row[1], row[2]
-    else:
+        return _times(row[0], row[2]), _times(row[1], row[3])
+    measured = []
+    for end, duration in ((columns.first_responded_at, first), (columns.resolved_at, resolution)):
+        where = [*live, end.is_not(None)]
         count = int(await session.scalar(select(func.count()).where(*where)) or 0)
         p50 = await _sqlite_percentile(session, duration, where, count, 0.5)
         p90 = await _sqlite_percentile(session, duration, where, count, 0.9)
-    return ResponseTimes(
-        count=count,
-        p50_seconds=_rounded(p50),
-        p90_seconds=_rounded(p90),
-    )
+        measured.append(_times(count, [p50, p90] if count else None))
+    return measured[0], measured[1]
+
+
+def _times(count: Any, percentiles: Any) -> ResponseTimes:
+    p50, p90 = percentiles if percentiles else (None, None)
+    return ResponseTimes(count=int(count), p50_seconds=_rounded(p50), p90_seconds=_rounded(p90))
 
 
 async def _sqlite_percentile(
@@ -368,14 +386,14 @@ class StatisticsService:
         series = [
             InquiryBucket(bucket=b.isoformat(), count=per_bucket.get(b, 0)) for b in win.buckets
         ]
-        columns = Inquiry.__table__.c
+        first_response, resolution = await _response_times(session, win)
         return InquiryStatistics(
             range=win.range(),
             total=sum(item.count for item in series),
             by_status=ByStatus(**by_status),
             series=series,
-            first_response=await _response_times(session, columns.first_responded_at, win),
-            resolution=await _response_times(session, columns.resolved_at, win),
+            first_response=first_response,
+            resolution=resolution,
         )
 
     async def subscribers(self, session: AsyncSession, win: Window) -> SubscriberStatistics:
