@@ -8,7 +8,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
@@ -33,7 +33,10 @@ from outreach.http.routing import ContentTypeRoute, Handler, Router
 from outreach.idempotency.service import purge_expired
 from outreach.ids.leases import LeasedIds, LeaseError
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.inquiries import jobs as inquiry_jobs
 from outreach.inquiries.router import router as inquiries_router
+from outreach.jobs import Registry
+from outreach.jobs import purge as purge_jobs
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
@@ -41,6 +44,8 @@ from outreach.subscribers.router import router as subscribers_router
 log = structlog.get_logger("outreach")
 
 DOMAIN_ROUTERS: tuple[Router, ...] = (inquiries_router, subscribers_router, statistics_router)
+# Each domain's job handlers (jobs/), registered on the process's worker.
+DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (inquiry_jobs.register,)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -59,6 +64,13 @@ async def _every(seconds: float, job: Any, name: str) -> None:
             await job()
         except Exception as exc:  # noqa: BLE001 - a periodic job must not die
             log.warning("Background job failed", job=name, error=type(exc).__name__)
+
+
+async def _purge(state: State) -> None:
+    """Hourly: expired idempotency keys, the queue's old log, the mailer's old decisions."""
+    await purge_expired(state.fastdb)
+    await purge_jobs(state.fastdb)
+    await state.mailer.purge()
 
 
 @contextlib.asynccontextmanager
@@ -82,9 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("Policy could not be loaded", error=type(exc).__name__)
     tasks = [
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
-        asyncio.create_task(
-            _every(PURGE_SECONDS, lambda: purge_expired(state.fastdb), "idempotency-purge")
-        ),
+        asyncio.create_task(_every(PURGE_SECONDS, lambda: _purge(state), "purge")),
     ]
     # Start-up objects (modules, models, compiled statements) never die: keep them out of
     # the collector's scans, and collect young objects less often (fewer p99 pauses).
@@ -158,6 +168,8 @@ def create_app(
         make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
     )
     app.state.outreach = state
+    for register in DOMAIN_JOBS:
+        register(state.jobs.registry, state)
 
     install_error_handlers(app)
     app.include_router(probe_router())

@@ -25,6 +25,7 @@ from outreach.db.fast import FastDB, make_fastdb
 from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.jobs import Registry, Worker, make_worker
+from outreach.mail import Mailer
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
 
@@ -53,6 +54,7 @@ class State:
     # The job worker of this process (jobs/): domains register their handlers on
     # `jobs.registry` (main.DOMAIN_JOBS); the lifespan starts and stops it.
     jobs: Worker
+    mailer: Mailer  # called by the mail jobs' handlers (mail/)
     shutting_down: bool = False
     # When running jobs must be done by (time.monotonic()): set at the shutdown signal; by
     # default the drain time from the lifespan's end.
@@ -95,6 +97,7 @@ def build_state(
         cors_origins=settings.cors_allow_origins,
     )
     authorizer = Authorizer(engine)
+    fastdb = make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size)
     return State(
         settings=settings,
         metrics=metrics,
@@ -103,13 +106,14 @@ def build_state(
         ids=ids,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        fastdb=make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size),
+        fastdb=fastdb,
         redis=redis,
         rate_limiter=rate_limiter,
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
         jobs=make_worker(settings.sqlalchemy_url, engine, Registry(), metrics),
+        mailer=Mailer(settings, fastdb, metrics),
     )
 
 
