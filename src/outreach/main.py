@@ -39,13 +39,17 @@ from outreach.jobs import Registry
 from outreach.jobs import purge as purge_jobs
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
+from outreach.subscribers import jobs as subscriber_jobs
 from outreach.subscribers.router import router as subscribers_router
 
 log = structlog.get_logger("outreach")
 
 DOMAIN_ROUTERS: tuple[Router, ...] = (inquiries_router, subscribers_router, statistics_router)
 # Each domain's job handlers (jobs/), registered on the process's worker.
-DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (inquiry_jobs.register,)
+DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (
+    inquiry_jobs.register,
+    subscriber_jobs.register,
+)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
