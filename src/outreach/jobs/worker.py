@@ -341,8 +341,7 @@ class SqliteWorker(_Base):
             update(t)
             .where(mine)
             .values(
-                status="failed",
-                attempts=t.c.attempts + 1,
+                status="failed",  # `attempts` counts the retries, as pgqueuer's does
                 locked_by=None,
                 locked_until=None,
                 error=bindparam("p_error"),

@@ -17,10 +17,11 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.policy import EmailPolicy
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from typing import Any, Literal
 
 import structlog
@@ -69,6 +70,39 @@ class Mail:
     html: str
     reply_to: Address | None = None
     limited: bool = False  # the per-address limits apply (an address a visitor typed)
+
+
+class _MailPolicy(EmailPolicy):
+    """email.policy.SMTP, but headers with non-ASCII text are written by email.header: the
+    modern folder drops the space that falls between two encoded words (a Vietnamese
+    subject came out as "lờinhắn"; tests/mail/test_mail.py reads it back byte for byte)."""
+
+    def fold(self, name: str, value: Any) -> str:
+        text = str(value)
+        if text.isascii():
+            return super().fold(name, value)
+        addresses = getattr(value, "addresses", None)
+        if addresses is not None:
+            rendered = ", ".join(self._address(name, a) for a in addresses)
+        else:
+            rendered = Header(text, "utf-8", header_name=name).encode(linesep=self.linesep)
+        return f"{name}: {rendered}{self.linesep}"
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if str(value).isascii():
+            return super().fold_binary(name, value)
+        return self.fold(name, value).encode("ascii")
+
+    def _address(self, name: str, address: Address) -> str:
+        if address.display_name.isascii():
+            return formataddr((address.display_name, address.addr_spec))
+        encoded = Header(address.display_name, "utf-8", header_name=name).encode(
+            linesep=self.linesep
+        )
+        return f"{encoded} <{address.addr_spec}>"
+
+
+MAIL_POLICY = _MailPolicy(linesep="\r\n")  # SMTP's own settings: CRLF, 78-column lines
 
 
 def address_hash(address: str) -> str:
@@ -194,7 +228,7 @@ class Mailer:
 
     def build(self, mail: Mail) -> EmailMessage:
         """UTF-8 multipart text + HTML with a Message-ID (API.md section 12)."""
-        message = EmailMessage(policy=SMTP)
+        message = EmailMessage(policy=MAIL_POLICY)
         message["From"] = self._settings.mail_from
         message["To"] = mail.to
         message["Subject"] = one_line(mail.subject)

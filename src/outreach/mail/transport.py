@@ -90,7 +90,9 @@ class SmtpTransport:
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await aiosmtplib.send(
-                    message,
+                    # Our bytes: aiosmtplib would flatten the message again with the
+                    # standard policy, whose folding loses spaces (mailer.MAIL_POLICY).
+                    message.as_bytes(),
                     sender=sender,
                     recipients=[recipient],
                     hostname=url.host,
