@@ -80,7 +80,8 @@ class _MailPolicy(EmailPolicy):
     def fold(self, name: str, value: Any) -> str:
         text = str(value)
         if text.isascii():
-            return super().fold(name, value)
+            folded: str = super().fold(name, value)
+            return folded
         addresses = getattr(value, "addresses", None)
         if addresses is not None:
             rendered = ", ".join(self._address(name, a) for a in addresses)
@@ -90,7 +91,8 @@ class _MailPolicy(EmailPolicy):
 
     def fold_binary(self, name: str, value: Any) -> bytes:
         if str(value).isascii():
-            return super().fold_binary(name, value)
+            folded: bytes = super().fold_binary(name, value)
+            return folded
         return self.fold(name, value).encode("ascii")
 
     def _address(self, name: str, address: Address) -> str:
