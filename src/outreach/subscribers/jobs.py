@@ -40,7 +40,8 @@ def register(registry: Registry, state: State) -> None:
         await state.mailer.send(
             Mail(
                 kind="subscribe-confirm",
-                key=f"subscribe-confirm:{job.id}",  # one per subscribe request
+                # One per subscribe request (its job), the same on every retry.
+                key=f"subscribe-confirm:{row['id']}:{job.id}:{job.enqueued_at.timestamp():.3f}",
                 to=row["email"],
                 subject=subject,
                 text=render("mail_subscribe_confirm.txt", language, **context),

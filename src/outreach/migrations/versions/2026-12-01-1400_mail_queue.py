@@ -202,6 +202,8 @@ def upgrade() -> None:
             sa.Column("locked_by", sa.Text(), nullable=True),
             sa.Column("locked_until", sa.Float(), nullable=True),
             sa.Column("error", sa.Text(), nullable=True),
+            # Ids are never reused (a mail's key is made from its job's id).
+            sqlite_autoincrement=True,
         )
         op.create_index("ix_jobs_status_run_at", "jobs", ["status", "run_at"])
 
