@@ -65,7 +65,8 @@ class Watch:
             token
             for token in tokens
             if any(
-                token in body and token not in sent for body, sent in zip(self.bodies, self.sent)
+                token in body and token not in sent
+                for body, sent in zip(self.bodies, self.sent, strict=True)
             )
         ]
 
