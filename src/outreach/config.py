@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     shutdown_ready_delay_seconds: float = Field(default=0.0, ge=0, le=60)
     # Lease of the Snowflake worker id in Redis (ids/leases.py); short values are for tests.
     worker_lease_ttl_seconds: float = Field(default=30.0, ge=0.5, le=600)
+    # A job whose worker's heartbeat is older than this is taken over by another worker (a
+    # process killed mid-job); short values are for tests.
+    jobs_heartbeat_timeout_seconds: float = Field(default=30.0, ge=1, le=600)
 
     @model_validator(mode="before")
     @classmethod

@@ -137,6 +137,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("Outreach stopped")
 
 
+async def run_worker(settings: Settings) -> None:
+    """`outreach worker`: the job worker alone (no HTTP), until SIGTERM or SIGINT, which
+    let running jobs finish within SHUTDOWN_DRAIN_SECONDS and hand back the rest."""
+    worker_id = settings.worker_id
+    # Job handlers make no ids; a generator is there because the State has one.
+    state = build_state(
+        settings,
+        get_metrics(),
+        SnowflakeGenerator(worker_id if isinstance(worker_id, int) else 0),
+        None,
+    )
+    for register in DOMAIN_JOBS:
+        register(state.jobs.registry, state)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await state.fastdb.open()
+    try:
+        await state.jobs.start()
+        log.info(
+            "Job worker started",
+            database="postgresql" if settings.is_postgres else "sqlite",
+            kinds=len(state.jobs.registry.kinds()),
+        )
+        await stop.wait()
+        log.info("Shutdown requested", drainSeconds=settings.shutdown_drain_seconds)
+        await state.jobs.stop(settings.shutdown_drain_seconds)
+    finally:
+        await state.fastdb.close()
+        await state.engine.dispose()
+        if state.redis is not None:
+            await state.redis.aclose()
+        await state.http.aclose()
+        log.info("Job worker stopped")
+
+
 def create_app(
     settings: Settings | None = None, *, ids: SnowflakeGenerator | LeasedIds | None = None
 ) -> FastAPI:

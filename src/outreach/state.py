@@ -112,7 +112,13 @@ def build_state(
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
-        jobs=make_worker(settings.sqlalchemy_url, engine, Registry(), metrics),
+        jobs=make_worker(
+            settings.sqlalchemy_url,
+            engine,
+            Registry(),
+            metrics,
+            heartbeat_timeout=settings.jobs_heartbeat_timeout_seconds,
+        ),
         mailer=Mailer(settings, fastdb, metrics),
     )
 
