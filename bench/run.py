@@ -154,9 +154,63 @@ def prepare_database(env: dict[str, str]) -> None:
     else:
         # Earlier runs' load added rows; keep the table at the seeded size.
         psql("DELETE FROM inquiries WHERE user_agent <> 'bench'")
+        clear_queue()
         psql("DELETE FROM subscribers WHERE source = 'footer'")
         psql("VACUUM ANALYZE inquiries")
         psql("VACUUM ANALYZE subscribers")
+
+
+def clear_queue() -> None:
+    """Jobs and mail decisions an earlier run left (the notify load queues a job per submit)."""
+    psql("DELETE FROM pgqueuer")
+    psql("TRUNCATE pgqueuer_log, mail_log, mail_limits")
+
+
+def queued_jobs() -> int:
+    return int(psql("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')") or 0)
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[tuple[str, list[int]]]:
+    """An SMTP server for the notify load: aiosmtpd in a thread of this process, counting the
+    mails it accepts and keeping none (the `.eml` outbox is refused in production)."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    received = [0]
+
+    class Count:
+        async def handle_DATA(self, *_: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+            received[0] += 1
+            return "250 OK"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(Count(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}?tls=off", received
+    finally:
+        controller.stop()
+
+
+def drain(seconds: float) -> dict[str, float]:
+    """How fast the queue empties once the load stops (at most `seconds`)."""
+    start_jobs = queued_jobs()
+    started = time.perf_counter()
+    left = start_jobs
+    while left and time.perf_counter() - started < seconds:
+        time.sleep(1)
+        left = queued_jobs()
+    took = time.perf_counter() - started
+    return {
+        "jobs": start_jobs,
+        "left": left,
+        "seconds": round(took, 1),
+        "jobs_per_s": round((start_jobs - left) / took, 1) if took else 0.0,
+    }
 
 
 @contextlib.contextmanager
@@ -484,8 +538,41 @@ def main() -> int:
                 two.stop()
         except RuntimeError as exc:
             log(f"2 workers: {exc}")
+        results.update(notify_runs(env, python))
     report(results)
     return 0
+
+
+def notify_runs(env: dict[str, str], python: str) -> dict[str, Any]:
+    """Submit with INQUIRY_NOTIFY_TO set, next to submit without, in one run (issue 15: the
+    job rides in the submit's grouped statement). Three servers in turn on the same table:
+    without mail (`submit_plain`); with the notify job queued and this process's worker off
+    (`submit_notify`: the hot path's own cost, as with `outreach worker` elsewhere); with the
+    worker in the process sending through an SMTP sink while the load runs
+    (`submit_notify_worker`: the whole cost on one core). Then how fast the worker drains."""
+    found: dict[str, Any] = {}
+    with smtp_sink() as (smtp_url, received):
+        mail = {"SMTP_URL": smtp_url, "INQUIRY_NOTIFY_TO": "staff@shop.example"}
+        runs = [
+            ("submit_plain", {}, 3403),
+            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, 3404),
+            ("submit_notify_worker", mail, 3405),
+        ]
+        for name, extra, port in runs:
+            clear_queue()
+            psql("VACUUM ANALYZE inquiries")
+            server = Server({**env, **extra}, port, python=python)
+            try:
+                found[name] = wrk(server.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                if name == "submit_notify":
+                    found["notify_jobs_queued"] = queued_jobs()
+                if name == "submit_notify_worker":
+                    found["notify_drain"] = drain(120)
+                    found["notify_mails_received"] = received[0]
+            finally:
+                server.stop()
+        clear_queue()
+    return found
 
 
 def report(r: dict[str, Any]) -> None:
@@ -510,6 +597,9 @@ def report(r: dict[str, Any]) -> None:
         "list_c1",
         "search_c1",
         "submit_2_workers",
+        "submit_plain",
+        "submit_notify",
+        "submit_notify_worker",
     ):
         if name not in r:
             continue
@@ -538,6 +628,21 @@ def report(r: dict[str, Any]) -> None:
         f"ready in {r['ready_seconds']:.2f} s; RSS idle {r['idle_rss_mb']:.0f} MB, "
         f"peak {r['peak_rss_mb']:.0f} MB",
     ]
+    if "submit_notify" in r:
+        plain = r["submit_plain"]["rps"]
+        flat["notify_ratio"] = round(r["submit_notify"]["rps"] / plain, 3)
+        flat["notify_worker_ratio"] = round(r["submit_notify_worker"]["rps"] / plain, 3)
+        flat["notify_jobs_queued"] = r["notify_jobs_queued"]
+        d = r["notify_drain"]
+        flat.update({f"notify_drain_{k}": v for k, v in d.items()})
+        lines.append(
+            f"submit with INQUIRY_NOTIFY_TO (job queued in the grouped INSERT): "
+            f"{r['submit_notify']['rps']:.0f} req/s = x{flat['notify_ratio']:.2f} of "
+            f"{plain:.0f} without ({r['notify_jobs_queued']} jobs queued); with the worker "
+            f"sending in the same process: x{flat['notify_worker_ratio']:.2f}; the worker then "
+            f"drained {d['jobs'] - d['left']:.0f} jobs in {d['seconds']} s "
+            f"({d['jobs_per_s']} jobs/s, {r['notify_mails_received']} mails received)"
+        )
     if "workers_2_scaling" in flat:
         lines.append(
             f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "

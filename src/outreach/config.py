@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # A job whose worker's heartbeat is older than this is taken over by another worker (a
     # process killed mid-job); short values are for tests.
     jobs_heartbeat_timeout_seconds: float = Field(default=30.0, ge=1, le=600)
+    # Whether `outreach serve` works the job queue in each of its processes (the default);
+    # false where `outreach worker` processes do it apart.
+    jobs_worker: bool = True
 
     @model_validator(mode="before")
     @classmethod

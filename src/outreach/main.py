@@ -91,7 +91,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.startup_refused = True
             raise
     await state.fastdb.open()
-    await state.jobs.start()
+    if settings.jobs_worker:
+        await state.jobs.start()
     try:
         await state.authorizer.load()
     except Exception as exc:  # noqa: BLE001 - start degraded: readiness reports the database
