@@ -45,6 +45,7 @@ ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
+ONLY = os.environ.get("BENCH_ONLY", "")
 
 # A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
 # thread (math.random is not seeded per thread: both would send the same addresses in
@@ -167,7 +168,13 @@ def clear_queue() -> None:
 
 
 def queued_jobs() -> int:
-    return int(psql("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')") or 0)
+    for attempt in range(10):  # a busy machine may refuse a connection for a moment
+        try:
+            sql = "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
+            return int(psql(sql) or 0)
+        except subprocess.CalledProcessError:
+            time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError("the bench database does not answer")
 
 
 @contextlib.contextmanager
@@ -486,6 +493,10 @@ def main() -> int:
         prepare_database(env)
         python = production_python()
         env["PYTHONPATH"] = str(ROOT / "src")
+        if ONLY == "notify":  # BENCH_ONLY=notify: just submit with and without mail
+            results.update(notify_runs(env, python))
+            report_notify(results)
+            return 0
         server = Server(env, 3401, python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
@@ -575,6 +586,38 @@ def notify_runs(env: dict[str, str], python: str) -> dict[str, Any]:
     return found
 
 
+def notify_line(r: dict[str, Any], flat: dict[str, Any]) -> str:
+    """The notify runs' figures (into `flat`) and their line of the report."""
+    plain = r["submit_plain"]["rps"]
+    flat["notify_ratio"] = round(r["submit_notify"]["rps"] / plain, 3)
+    flat["notify_worker_ratio"] = round(r["submit_notify_worker"]["rps"] / plain, 3)
+    flat["notify_jobs_queued"] = r["notify_jobs_queued"]
+    d = r["notify_drain"]
+    flat.update({f"notify_drain_{k}": v for k, v in d.items()})
+    return (
+        f"submit with INQUIRY_NOTIFY_TO (job queued in the grouped INSERT): "
+        f"{r['submit_notify']['rps']:.0f} req/s = x{flat['notify_ratio']:.2f} of "
+        f"{plain:.0f} without ({r['notify_jobs_queued']} jobs queued); with the worker "
+        f"sending in the same process: x{flat['notify_worker_ratio']:.2f}; the worker then "
+        f"drained {d['jobs'] - d['left']:.0f} jobs in {d['seconds']} s "
+        f"({d['jobs_per_s']} jobs/s, {r['notify_mails_received']} mails received)"
+    )
+
+
+def report_notify(r: dict[str, Any]) -> None:
+    flat: dict[str, Any] = {}
+    lines = [f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for name in ("submit_plain", "submit_notify", "submit_notify_worker"):
+        m = r[name]
+        lines.append(
+            f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['errors']:>8.0f}"
+        )
+        flat.update({f"{name}_{k}": round(v, 2) for k, v in m.items()})
+    lines.append(notify_line(r, flat))
+    print("\n".join(lines))
+    (OUT / "notify.json").write_text(json.dumps(flat, indent=2))
+
+
 def report(r: dict[str, Any]) -> None:
     healthz = r["healthz"]["rps"]
     flat: dict[str, float] = {
@@ -629,20 +672,7 @@ def report(r: dict[str, Any]) -> None:
         f"peak {r['peak_rss_mb']:.0f} MB",
     ]
     if "submit_notify" in r:
-        plain = r["submit_plain"]["rps"]
-        flat["notify_ratio"] = round(r["submit_notify"]["rps"] / plain, 3)
-        flat["notify_worker_ratio"] = round(r["submit_notify_worker"]["rps"] / plain, 3)
-        flat["notify_jobs_queued"] = r["notify_jobs_queued"]
-        d = r["notify_drain"]
-        flat.update({f"notify_drain_{k}": v for k, v in d.items()})
-        lines.append(
-            f"submit with INQUIRY_NOTIFY_TO (job queued in the grouped INSERT): "
-            f"{r['submit_notify']['rps']:.0f} req/s = x{flat['notify_ratio']:.2f} of "
-            f"{plain:.0f} without ({r['notify_jobs_queued']} jobs queued); with the worker "
-            f"sending in the same process: x{flat['notify_worker_ratio']:.2f}; the worker then "
-            f"drained {d['jobs'] - d['left']:.0f} jobs in {d['seconds']} s "
-            f"({d['jobs_per_s']} jobs/s, {r['notify_mails_received']} mails received)"
-        )
+        lines.append(notify_line(r, flat))
     if "workers_2_scaling" in flat:
         lines.append(
             f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "

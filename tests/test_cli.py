@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -142,8 +143,9 @@ def test_smtp_url_from_file(tmp_path: Path) -> None:
 def test_production_with_smtp_url_starts_mail_settings() -> None:
     from outreach.config import Settings
 
+    values: dict[str, Any] = {k.lower(): v for k, v in PRODUCTION_COMPLETE.items()}
     settings = Settings(
-        **{k.lower(): v for k, v in PRODUCTION_COMPLETE.items()},
+        **values,
         app_env="production",
         subscribe_confirmation="double",
         inquiry_notify_to="staff@shop.example",
