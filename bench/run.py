@@ -45,6 +45,7 @@ ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
+ONLY = os.environ.get("BENCH_ONLY", "")
 
 # A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
 # thread (math.random is not seeded per thread: both would send the same addresses in
@@ -218,9 +219,69 @@ def prepare_database(env: dict[str, str]) -> None:
     if have >= ROWS:
         # Earlier runs' load added rows; keep the table at the seeded size.
         psql("DELETE FROM inquiries WHERE user_agent <> 'bench'")
+        clear_queue()
         psql("DELETE FROM subscribers WHERE source = 'footer'")
         psql("VACUUM ANALYZE inquiries")
         psql("VACUUM ANALYZE subscribers")
+
+
+def clear_queue() -> None:
+    """Jobs and mail decisions an earlier run left (the notify load queues a job per submit)."""
+    psql("DELETE FROM pgqueuer")
+    psql("TRUNCATE pgqueuer_log, mail_log, mail_limits")
+
+
+def queued_jobs() -> int:
+    for attempt in range(10):  # a busy machine may refuse a connection for a moment
+        try:
+            sql = "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
+            return int(psql(sql) or 0)
+        except subprocess.CalledProcessError:
+            time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError("the bench database does not answer")
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[tuple[str, list[int]]]:
+    """An SMTP server for the notify load: aiosmtpd in a thread of this process, counting the
+    mails it accepts and keeping none (the `.eml` outbox is refused in production)."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    received = [0]
+
+    class Count:
+        async def handle_DATA(self, *_: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+            received[0] += 1
+            return "250 OK"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(Count(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}?tls=off", received
+    finally:
+        controller.stop()
+
+
+def drain(seconds: float) -> dict[str, float]:
+    """How fast the queue empties once the load stops (at most `seconds`)."""
+    start_jobs = queued_jobs()
+    started = time.perf_counter()
+    left = start_jobs
+    while left and time.perf_counter() - started < seconds:
+        time.sleep(1)
+        left = queued_jobs()
+    took = time.perf_counter() - started
+    return {
+        "jobs": start_jobs,
+        "left": left,
+        "seconds": round(took, 1),
+        "jobs_per_s": round((start_jobs - left) / took, 1) if took else 0.0,
+    }
 
 
 @contextlib.contextmanager
@@ -496,6 +557,10 @@ def main() -> int:
         prepare_database(env)
         python = production_python()
         env["PYTHONPATH"] = str(ROOT / "src")
+        if ONLY == "notify":  # BENCH_ONLY=notify: just submit with and without mail
+            results.update(notify_runs(env, python))
+            report_notify(results)
+            return 0
         server = Server(env, 3401, python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
@@ -559,8 +624,84 @@ def main() -> int:
                 two.stop()
         except RuntimeError as exc:
             log(f"2 workers: {exc}")
+        results.update(notify_runs(env, python))
     report(results)
     return 0
+
+
+def notify_runs(env: dict[str, str], python: str) -> dict[str, Any]:
+    """Submit with INQUIRY_NOTIFY_TO set, next to submit without, in one run (issue 15: the
+    job rides in the submit's grouped statement). Three servers in turn on the same table:
+    without mail (`submit_plain`); with the notify job queued and this process's worker off
+    (`submit_notify`: the hot path's own cost, as with `outreach worker` elsewhere); with the
+    worker in the process sending through an SMTP sink while the load runs
+    (`submit_notify_worker`: the whole cost on one core). Then how fast the worker drains."""
+    found: dict[str, Any] = {}
+    with smtp_sink() as (smtp_url, received):
+        mail = {"SMTP_URL": smtp_url, "INQUIRY_NOTIFY_TO": "staff@shop.example"}
+        # Plain and notify twice, in turn (a run drifts by some percent as the table grows):
+        # each figure is the mean of its two runs.
+        runs = [
+            ("submit_plain", {}, 3403),
+            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, 3404),
+            ("submit_plain", {}, 3406),
+            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, 3407),
+            ("submit_notify_worker", mail, 3405),
+        ]
+        measured: dict[str, list[dict[str, float]]] = {}
+        for name, extra, port in runs:
+            clear_queue()
+            psql("VACUUM ANALYZE inquiries")
+            server = Server({**env, **extra}, port, python=python)
+            try:
+                figures = wrk(server.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                measured.setdefault(name, []).append(figures)
+                if name == "submit_notify":
+                    found["notify_jobs_queued"] = queued_jobs()
+                if name == "submit_notify_worker":
+                    found["notify_drain"] = drain(120)
+                    found["notify_mails_received"] = received[0]
+            finally:
+                server.stop()
+        for name, all_runs in measured.items():
+            found[name] = {k: sum(r[k] for r in all_runs) / len(all_runs) for k in all_runs[0]}
+            found[f"{name}_runs"] = [round(r["rps"]) for r in all_runs]
+        clear_queue()
+    return found
+
+
+def notify_line(r: dict[str, Any], flat: dict[str, Any]) -> str:
+    """The notify runs' figures (into `flat`) and their line of the report."""
+    plain = r["submit_plain"]["rps"]
+    flat["notify_ratio"] = round(r["submit_notify"]["rps"] / plain, 3)
+    flat["notify_worker_ratio"] = round(r["submit_notify_worker"]["rps"] / plain, 3)
+    flat["notify_jobs_queued"] = r["notify_jobs_queued"]
+    d = r["notify_drain"]
+    flat.update({f"notify_drain_{k}": v for k, v in d.items()})
+    return (
+        f"submit with INQUIRY_NOTIFY_TO (job queued in the grouped INSERT): "
+        f"{r['submit_notify']['rps']:.0f} req/s {r['submit_notify_runs']} = "
+        f"x{flat['notify_ratio']:.2f} of {plain:.0f} without {r['submit_plain_runs']} "
+        f"({r['notify_jobs_queued']} jobs queued); with the worker "
+        f"sending in the same process: x{flat['notify_worker_ratio']:.2f}; the worker then "
+        f"drained {d['jobs'] - d['left']:.0f} jobs in {d['seconds']} s "
+        f"({d['jobs_per_s']} jobs/s, {r['notify_mails_received']} mails received)"
+    )
+
+
+def report_notify(r: dict[str, Any]) -> None:
+    flat: dict[str, Any] = {}
+    lines = [f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for name in ("submit_plain", "submit_notify", "submit_notify_worker"):
+        m = r[name]
+        lines.append(
+            f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['errors']:>8.0f}"
+        )
+        flat.update({f"{name}_{k}": round(v, 2) for k, v in m.items()})
+    lines.append(notify_line(r, flat))
+    print("\n".join(lines))
+    (OUT / "notify.json").write_text(json.dumps(flat, indent=2))
+    log(f"figures written to {OUT / 'notify.json'}")
 
 
 def report(r: dict[str, Any]) -> None:
@@ -586,6 +727,9 @@ def report(r: dict[str, Any]) -> None:
         "list_c1",
         "search_c1",
         "submit_2_workers",
+        "submit_plain",
+        "submit_notify",
+        "submit_notify_worker",
     ):
         if name not in r:
             continue
@@ -624,6 +768,8 @@ def report(r: dict[str, Any]) -> None:
             f"submit with {BLOCKLIST_ENTRIES:,} blocklist entries: "
             f"x{flat['submit_blocklist_vs_submit']:.2f} of submit without"
         )
+    if "submit_notify" in r:
+        lines.append(notify_line(r, flat))
     if "workers_2_scaling" in flat:
         lines.append(
             f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "

@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -73,6 +74,10 @@ def _without(*names: str) -> dict[str, str]:
         (_without("TOKEN_SECRET"), "set TOKEN_SECRET"),
         (_without("JWT_ISSUER", "TOKEN_SECRET"), "set JWT_ISSUER and TOKEN_SECRET"),
         ({**PRODUCTION_COMPLETE, "CAPTCHA": "altcha"}, "set ALTCHA_HMAC_KEY"),
+        # Mail without SMTP_URL would go to .eml files nobody reads (API.md section 12).
+        ({**PRODUCTION_COMPLETE, "SUBSCRIBE_CONFIRMATION": "double"}, "SMTP_URL: set it"),
+        ({**PRODUCTION_COMPLETE, "INQUIRY_NOTIFY_TO": "staff@shop.example"}, "SMTP_URL: set it"),
+        ({**PRODUCTION_COMPLETE, "INQUIRY_ACK": "true"}, "SMTP_URL: set it"),
     ],
 )
 def test_production_refuses_embedded_defaults(
@@ -95,6 +100,60 @@ def test_bad_settings_stop_start_up_with_one_line(tmp_path: Path, name: str, val
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert name in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_URL", "http://mail.example"),
+        ("MAIL_FROM", "not an address"),
+        ("INQUIRY_NOTIFY_TO", "staff@shop.example, nobody"),
+        ("SUBSCRIBE_CONFIRMATION", "triple"),
+    ],
+)
+def test_bad_mail_settings_stop_start_up_with_one_line(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    result = run(["serve"], {name: value, "VAR_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert name in result.stderr
+
+
+def test_a_bad_smtp_url_is_not_repeated(tmp_path: Path) -> None:
+    """SMTP_URL may hold a password: an invalid one is refused without echoing it."""
+    result = run(["serve"], {"SMTP_URL": "ftp://user:hunter2@mail", "VAR_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_smtp_url_from_file(tmp_path: Path) -> None:
+    from outreach.config import Settings
+
+    secret = tmp_path / "smtp-url"
+    secret.write_text("smtps://mailer:s3cret@mail.example:465\n")
+    os.environ["SMTP_URL_FILE"] = str(secret)
+    try:
+        settings = Settings(app_env="test")
+    finally:
+        del os.environ["SMTP_URL_FILE"]
+    assert settings.smtp_url is not None
+    assert settings.smtp_url.get_secret_value() == "smtps://mailer:s3cret@mail.example:465"
+    assert "s3cret" not in repr(settings)
+
+
+def test_production_with_smtp_url_starts_mail_settings() -> None:
+    from outreach.config import Settings
+
+    values: dict[str, Any] = {k.lower(): v for k, v in PRODUCTION_COMPLETE.items()}
+    settings = Settings(
+        **values,
+        app_env="production",
+        subscribe_confirmation="double",
+        inquiry_notify_to="staff@shop.example",
+        smtp_url="smtp://relay:587",
+    )
+    settings.check_production()  # no error
 
 
 def test_secret_from_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The `outreach` command: serve, migrate, seed, openapi, dev-token."""
+"""The `outreach` command: serve, worker, migrate, seed, openapi, dev-token."""
 
 from __future__ import annotations
 
@@ -102,6 +102,25 @@ def serve(
         pass
     if not server.started:
         raise typer.Exit(STARTUP_FAILURE)
+
+
+@app.command()
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (all interfaces)")
+    ] = None,
+) -> None:
+    """Run the job worker alone (mail; `serve` runs one in every process too)."""
+    from outreach.core.logging import configure_logging
+    from outreach.main import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    asyncio.run(run_worker(settings))
 
 
 @app.command()

@@ -7,7 +7,8 @@ import contextlib
 import gc
 import signal
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
@@ -35,9 +36,13 @@ from outreach.http.routing import ContentTypeRoute, Handler, Router
 from outreach.idempotency.service import purge_expired
 from outreach.ids.leases import LeasedIds, LeaseError
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.inquiries import jobs as inquiry_jobs
 from outreach.inquiries.router import router as inquiries_router
+from outreach.jobs import Registry
+from outreach.jobs import purge as purge_jobs
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
+from outreach.subscribers import jobs as subscriber_jobs
 from outreach.subscribers.router import router as subscribers_router
 
 log = structlog.get_logger("outreach")
@@ -47,6 +52,11 @@ DOMAIN_ROUTERS: tuple[Router, ...] = (
     subscribers_router,
     statistics_router,
     blocklist_router,
+)
+# Each domain's job handlers (jobs/), registered on the process's worker.
+DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (
+    inquiry_jobs.register,
+    subscriber_jobs.register,
 )
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
@@ -68,6 +78,14 @@ async def _every(seconds: float, job: Any, name: str) -> None:
             log.warning("Background job failed", job=name, error=type(exc).__name__)
 
 
+async def _purge(state: State) -> None:
+    """Hourly: expired idempotency keys, the queue's old log, the mailer's old decisions."""
+    await purge_expired(state.fastdb)
+    await purge_jobs(state.fastdb)
+    await state.mailer.purge()
+    await state.captcha.purge()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: State = app.state.outreach
@@ -82,6 +100,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.startup_refused = True
             raise
     await state.fastdb.open()
+    if settings.jobs_worker:
+        await state.jobs.start()
     try:
         await state.authorizer.load()
     except Exception as exc:  # noqa: BLE001 - start degraded: readiness reports the database
@@ -90,10 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await component.start()
     tasks = [
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
-        asyncio.create_task(
-            _every(PURGE_SECONDS, lambda: purge_expired(state.fastdb), "idempotency-purge")
-        ),
-        asyncio.create_task(_every(PURGE_SECONDS, state.captcha.purge, "captcha-purge")),
+        asyncio.create_task(_every(PURGE_SECONDS, lambda: _purge(state), "purge")),
     ]
     # Start-up objects (modules, models, compiled statements) never die: keep them out of
     # the collector's scans, and collect young objects less often (fewer p99 pauses).
@@ -117,6 +134,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.shutting_down = True
         for task in tasks:
             task.cancel()
+        # Running jobs had the HTTP drain to finish (no new one was taken since the signal);
+        # what still runs when the drain time is up is handed back to the queue.
+        await state.jobs.stop(max(1.0, state.drain_deadline - time.monotonic()))
         for component in reversed(state.components):
             await component.stop()
         await state.events.drain()
@@ -129,6 +149,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(ids, LeasedIds):
             await ids.stop()
         log.info("Outreach stopped")
+
+
+async def run_worker(settings: Settings) -> None:
+    """`outreach worker`: the job worker alone (no HTTP), until SIGTERM or SIGINT, which
+    let running jobs finish within SHUTDOWN_DRAIN_SECONDS and hand back the rest."""
+    worker_id = settings.worker_id
+    # Job handlers make no ids; a generator is there because the State has one.
+    state = build_state(
+        settings,
+        get_metrics(),
+        SnowflakeGenerator(worker_id if isinstance(worker_id, int) else 0),
+        None,
+    )
+    for register in DOMAIN_JOBS:
+        register(state.jobs.registry, state)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await state.fastdb.open()
+    try:
+        await state.jobs.start()
+        log.info(
+            "Job worker started",
+            database="postgresql" if settings.is_postgres else "sqlite",
+            kinds=len(state.jobs.registry.kinds()),
+        )
+        await stop.wait()
+        log.info("Shutdown requested", drainSeconds=settings.shutdown_drain_seconds)
+        await state.jobs.stop(settings.shutdown_drain_seconds)
+    finally:
+        await state.fastdb.close()
+        await state.engine.dispose()
+        if state.redis is not None:
+            await state.redis.aclose()
+        await state.http.aclose()
+        log.info("Job worker stopped")
 
 
 def create_app(
@@ -169,6 +226,8 @@ def create_app(
     state.screen = screen
     state.components.append(screen)
     app.state.outreach = state
+    for register in DOMAIN_JOBS:
+        register(state.jobs.registry, state)
 
     install_error_handlers(app)
     app.include_router(probe_router())
@@ -282,6 +341,8 @@ def _drain_on_signals(state: State) -> None:
 
     def begin(then: Any, sig: int) -> None:
         wait = delay if sig == signal.SIGTERM else 0.0
+        state.jobs.begin_stop()  # running jobs go on; no new one is taken
+        state.drain_deadline = time.monotonic() + wait + state.settings.shutdown_drain_seconds
         log.info(
             "Shutdown requested",
             signal=signal.Signals(sig).name,

@@ -11,6 +11,7 @@ from outreach.db.base import Base
 from outreach.db.migrate import Seed
 from outreach.idempotency.models import IdempotencyKey
 from outreach.inquiries.models import Inquiry, InquiryComment, InquiryHistory
+from outreach.mail.models import MailLimit, MailLog
 from outreach.subscribers.models import Subscriber
 
 SEEDS: tuple[Seed, ...] = (seed_policy,)
@@ -31,6 +32,8 @@ __all__ = [
     "Inquiry",
     "InquiryComment",
     "InquiryHistory",
+    "MailLimit",
+    "MailLog",
     "Subscriber",
     "migrate",
 ]

@@ -25,6 +25,8 @@ from outreach.db.base import make_engine, make_sessionmaker
 from outreach.db.fast import FastDB, make_fastdb
 from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.jobs import Registry, Worker, make_worker
+from outreach.mail import Mailer
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
 
@@ -73,9 +75,16 @@ class State:
     realtime: Realtime
     events: Events
     captcha: Captcha
+    # The job worker of this process (jobs/): domains register their handlers on
+    # `jobs.registry` (main.DOMAIN_JOBS); the lifespan starts and stops it.
+    jobs: Worker
+    mailer: Mailer  # called by the mail jobs' handlers (mail/)
     screen: Screen = field(default_factory=_Open)
     components: list[Component] = field(default_factory=list)
     shutting_down: bool = False
+    # When running jobs must be done by (time.monotonic()): set at the shutdown signal; by
+    # default the drain time from the lifespan's end.
+    drain_deadline: float = 0.0
     serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
     startup_refused: bool = False  # the worker id could not be leased (logged once)
 
@@ -130,6 +139,14 @@ def build_state(
         realtime=realtime,
         events=Events(realtime, authorizer),
         captcha=Captcha(settings, fastdb, redis),
+        jobs=make_worker(
+            settings.sqlalchemy_url,
+            engine,
+            Registry(),
+            metrics,
+            heartbeat_timeout=settings.jobs_heartbeat_timeout_seconds,
+        ),
+        mailer=Mailer(settings, fastdb, metrics),
     )
 
 

@@ -65,7 +65,13 @@ PUBLIC_POST_PATHS = (
     f"{BASE_PATH}/subscribers/subscribe",
     f"{BASE_PATH}/subscribers/unsubscribe",
 )
-ALERTS = {"outreachHighErrorRate", "outreachSubmitFlood", "outreachWSNotReady"}
+ALERTS = {
+    "outreachHighErrorRate",
+    "outreachSubmitFlood",
+    "outreachWSNotReady",
+    "outreachMailStuck",
+    "outreachMailFailed",
+}
 STICKY_COOKIE = "outreach_sticky"
 SECRET_NAME = "outreach-secrets"  # created out of band; secret.example.yaml is its shape
 # The workloads that run the service, and their container.

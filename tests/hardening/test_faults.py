@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -72,9 +73,12 @@ def private_pg() -> Iterator[PrivatePostgres]:
 @pytest.mark.slow
 async def test_postgres_stopped_under_load(private_pg: PrivatePostgres, tmp_path: Path) -> None:
     env = {"DATABASE_URL": private_pg.url, "VAR_DIR": str(tmp_path), "LOG_LEVEL": "warning"}
+    repo = Path(__file__).parents[2]
     migrate = subprocess.run(
-        [str(Path(__file__).parents[2] / ".venv/bin/outreach"), "migrate"],
-        env={**env, "PATH": "/usr/bin:/bin"},
+        # The interpreter running the tests, on this checkout's code (a worktree may use
+        # another checkout's virtualenv).
+        [sys.executable, "-m", "outreach.cli", "migrate"],
+        env={**env, "PATH": "/usr/bin:/bin", "PYTHONPATH": f"{repo / 'src'}:{repo}"},
         capture_output=True,
         text=True,
         timeout=60,

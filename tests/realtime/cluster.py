@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -344,6 +345,8 @@ class Traefik:
         (workdir / "dynamic.yaml").write_text(yaml.safe_dump(dynamic), encoding="utf-8")
         self.dynamic = dynamic
         binary = REPO / ".venv" / "bin" / "traefik"
+        if not binary.exists():  # a worktree using another checkout's virtualenv
+            binary = Path(sys.executable).parent / "traefik"
         if not binary.exists():
             binary = Path(shutil.which("traefik") or binary)
         self._out = (workdir / "traefik.out").open("wb")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.selectable import CTE
 
 from outreach.db.outage import is_database_outage
 
@@ -33,9 +34,14 @@ class Grouped:
     column of the same name, to hand every request its own row; two requests with the same
     `distinct` parameter never share a batch (an upsert may not touch a row twice). Without
     `many` (SQLite) the statement is always run alone.
+
+    `also` are statements run after `single`, with the same parameters and in the same
+    transaction, where the database has no data-modifying CTE to put them in `single`
+    (SQLite: the job a write enqueues, jobs/queue.py). On PostgreSQL they are part of
+    `single` and `many` themselves.
     """
 
-    __slots__ = ("distinct", "many", "match", "single")
+    __slots__ = ("also", "distinct", "many", "match", "single")
 
     def __init__(
         self,
@@ -44,17 +50,18 @@ class Grouped:
         *,
         match: str | None = None,
         distinct: str | None = None,
+        also: tuple[Executable, ...] = (),
     ) -> None:
+        if also and many is not None:
+            raise ValueError("`also` is for statements that cannot be grouped (SQLite)")
         self.single = single
         self.many = many
         self.match = match
         self.distinct = distinct
+        self.also = also
 
 
-def unnest_insert(table: Table) -> postgresql.Insert:
-    """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
-    own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
-    names = [c.name for c in table.columns]
+def _arrays(table: Table, extra: dict[str, Any]) -> list[Any]:
     # Unbounded element types: a cast to varchar(n)[] would truncate a value that is too
     # long, where the single-row INSERT refuses it; the INSERT's own cast refuses it here too.
     arrays = [
@@ -64,7 +71,23 @@ def unnest_insert(table: Table) -> postgresql.Insert:
         )
         for c in table.columns
     ]
-    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+    return arrays + [bindparam(name, type_=postgresql.ARRAY(kind)) for name, kind in extra.items()]
+
+
+def unnest_rows(table: Table, extra: dict[str, Any]) -> CTE:
+    """`WITH u AS (SELECT * FROM unnest(...))`: every column of `table` and each of `extra`
+    (name: element type) bound as an array under its own name; for a many-row form that
+    writes `table` and something else from the same rows (inquiries/repository.py)."""
+    names = [c.name for c in table.columns] + list(extra)
+    rows = func.unnest(*_arrays(table, extra)).table_valued(*names).render_derived(name="u")
+    return select(*rows.c).cte("u")
+
+
+def unnest_insert(table: Table) -> postgresql.Insert:
+    """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
+    own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
+    names = [c.name for c in table.columns]
+    rows = func.unnest(*_arrays(table, {})).table_valued(*names).render_derived(name="u")
     return postgresql.insert(table).from_select(names, select(*(rows.c[n] for n in names)))
 
 

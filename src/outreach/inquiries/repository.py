@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import LargeBinary, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.db.base import get_row, table_of
-from outreach.db.batch import Grouped, unnest_insert
+from outreach.db.batch import Grouped, unnest_insert, unnest_rows
 from outreach.db.fast import FastConn, FastDB, Row
 from outreach.db.listing import ListQuery, fetch_children, fetch_page
 from outreach.inquiries.models import (
@@ -20,6 +20,7 @@ from outreach.inquiries.models import (
     InquiryStatus,
     Priority,
 )
+from outreach.jobs import job_insert
 
 _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
@@ -27,9 +28,44 @@ INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
 # Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT.
 INSERT_GROUPED = {"postgresql": Grouped(INSERT, unnest_insert(_t)), "sqlite": Grouped(INSERT)}
 
+# The job a stored SENT inquiry causes (inquiries/jobs.py: its mails, later its webhooks),
+# queued by the same statement as the row: one round trip, one commit, and the burst's
+# single statement fires pgqueuer's wake-up trigger once. `job_payload` is its JSON.
+SENT_JOB = "inquiry.sent"
+_PAYLOAD = bindparam("job_payload", type_=LargeBinary)
 
-async def insert_row(conn: FastConn, dialect: str, row: dict[str, Any]) -> None:
-    await conn.execute_grouped(INSERT_GROUPED[dialect], row)
+
+def _many_with_job() -> Any:
+    rows = unnest_rows(_t, {"job_payload": LargeBinary()})
+    stored = insert(_t).from_select(COLUMNS, select(*(rows.c[n] for n in COLUMNS))).cte("ins")
+    return job_insert("postgresql", SENT_JOB, rows.c.job_payload, source=rows).add_cte(stored)
+
+
+INSERT_WITH_JOB = {
+    # WITH ins AS (INSERT INTO inquiries ...) INSERT INTO pgqueuer ...: one statement.
+    "postgresql": Grouped(
+        job_insert("postgresql", SENT_JOB, _PAYLOAD).add_cte(INSERT.cte("ins")),
+        _many_with_job(),
+    ),
+    # SQLite has no data-modifying CTE: the job's INSERT follows in the same transaction.
+    "sqlite": Grouped(INSERT, also=(job_insert("sqlite", SENT_JOB, _PAYLOAD),)),
+}
+GET = select(_t).where(_t.c.id == bindparam("p_id"))
+
+
+async def insert_row(
+    conn: FastConn, dialect: str, row: dict[str, Any], *, job_payload: bytes | None = None
+) -> None:
+    """Store a submitted inquiry; with `job_payload`, queue its `inquiry.sent` job with it."""
+    if job_payload is None:
+        await conn.execute_grouped(INSERT_GROUPED[dialect], row)
+    else:
+        await conn.execute_grouped(INSERT_WITH_JOB[dialect], {**row, "job_payload": job_payload})
+
+
+async def find(db: FastConn, inquiry_id: int) -> Row | None:
+    """An inquiry by id, deleted or not (the jobs read what they mail)."""
+    return await db.fetchrow(GET, {"p_id": inquiry_id})
 
 
 async def get(

@@ -21,6 +21,7 @@ from outreach.db.fast import FastConn
 from outreach.db.listing import ListQuery, page_body
 from outreach.idempotency.service import Outcome, run_once
 from outreach.inquiries import repository
+from outreach.inquiries.jobs import wants_sent_job
 from outreach.inquiries.models import (
     TRACKED,
     TRANSITIONS,
@@ -43,7 +44,9 @@ from outreach.inquiries.schemas import (
     submitted_json,
     updated_json,
 )
+from outreach.jobs import payload_bytes
 from outreach.state import State
+from outreach.templates import Language
 
 
 def spam_reason(body: InquirySubmit, *, blocked: bool) -> SpamReason | None:
@@ -167,6 +170,7 @@ class InquiryService:
         client_ip: str | None,
         user_agent: str | None,
         idempotency_key: str | None,
+        language: Language = "vi",
     ) -> Outcome[None]:
         spam = spam_reason(body, blocked=state.screen.blocked(body.email, client_ip))
         row = new_row(
@@ -175,9 +179,14 @@ class InquiryService:
         # Every submit is answered the same and stored the same way, spam included: a
         # blocked sender cannot tell.
         answer = orjson.dumps(submitted_json(row["id"], row["created_at"]))
+        # A SENT inquiry's mails are a job queued by the INSERT's own statement (same
+        # commit); a honeypot, or a service that mails nobody, queues nothing.
+        job = None
+        if row["status"] == InquiryStatus.SENT and wants_sent_job(state.settings):
+            job = payload_bytes({"inquiryId": str(row["id"]), "lang": language})
 
         async def work(conn: FastConn) -> tuple[int, bytes, None]:
-            await repository.insert_row(conn, state.fastdb.dialect, row)
+            await repository.insert_row(conn, state.fastdb.dialect, row, job_payload=job)
             return 201, answer, None
 
         # Hashed only with an Idempotency-Key (idempotency/service.py); a retry may carry a
