@@ -108,7 +108,7 @@ async def test_migrate_twice_and_twice_at_once(fresh_pg: str) -> None:
     env = {"DATABASE_URL": fresh_pg, "LOG_FORMAT": "json"}
     first = await asyncio.to_thread(run, ["migrate"], env)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert "20 policy rule(s) added" in first.stdout
+    assert "24 policy rule(s) added" in first.stdout
     second = await asyncio.to_thread(run, ["migrate"], env)
     assert second.returncode == 0
     assert "0 policy rule(s) added" in second.stdout
@@ -116,7 +116,7 @@ async def test_migrate_twice_and_twice_at_once(fresh_pg: str) -> None:
     assert [r.returncode for r in together] == [0, 0, 0], [r.stderr for r in together]
     conn = await asyncpg.connect(fresh_pg)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM casbin_rule") == 20
+        assert await conn.fetchval("SELECT count(*) FROM casbin_rule") == 24
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
     finally:
         await conn.close()
@@ -128,7 +128,7 @@ async def test_concurrent_first_migrations(fresh_pg: str) -> None:
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     summaries = [line for r in results for line in r.stdout.splitlines() if "migrated; " in line]
     added = sorted(int(line.split("migrated; ")[1].split()[0]) for line in summaries)
-    assert added == [0, 20]
+    assert added == [0, 24]
 
 
 def test_the_head_read_from_the_files_is_alembics() -> None:

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # first one makes, every one is accepted). Required in production; outside it a local
     # secret is kept under VAR_DIR (subscribers/tokens.py).
     token_secret: SecretStr | None = None
+    # Webhook URLs on loopback/private addresses and plain http (development and tests only;
+    # honoured whatever APP_ENV is, API.md section 13).
+    webhook_allow_private: bool = False
 
     # Where local state lives in development: the SQLite file and the development signing key.
     var_dir: Path = Path("var")

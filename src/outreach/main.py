@@ -36,10 +36,16 @@ from outreach.inquiries.router import router as inquiries_router
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
+from outreach.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger("outreach")
 
-DOMAIN_ROUTERS: tuple[Router, ...] = (inquiries_router, subscribers_router, statistics_router)
+DOMAIN_ROUTERS: tuple[Router, ...] = (
+    inquiries_router,
+    subscribers_router,
+    statistics_router,
+    webhooks_router,
+)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -113,6 +119,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.redis is not None:
             await state.redis.aclose()
         await state.http.aclose()
+        await state.outbound.aclose()
         if isinstance(ids, LeasedIds):
             await ids.stop()
         log.info("Outreach stopped")

@@ -10,6 +10,7 @@ from outreach.db.migrate import Seed
 from outreach.idempotency.models import IdempotencyKey
 from outreach.inquiries.models import Inquiry
 from outreach.subscribers.models import Subscriber
+from outreach.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 SEEDS: tuple[Seed, ...] = (seed_policy,)
 
@@ -19,4 +20,15 @@ async def migrate(settings: Settings, *, seed_only: bool = False) -> int:
     return await _migrate.migrate(settings, SEEDS, seed_only=seed_only)
 
 
-__all__ = ["SEEDS", "Base", "CasbinRule", "IdempotencyKey", "Inquiry", "Subscriber", "migrate"]
+__all__ = [
+    "SEEDS",
+    "Base",
+    "CasbinRule",
+    "IdempotencyKey",
+    "Inquiry",
+    "Subscriber",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "migrate",
+]

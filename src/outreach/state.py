@@ -24,6 +24,7 @@ from outreach.db.base import make_engine, make_sessionmaker
 from outreach.db.fast import FastDB, make_fastdb
 from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.outbound.guard import OutboundClient
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
 
@@ -49,6 +50,7 @@ class State:
     authorizer: Authorizer
     realtime: Realtime
     events: Events
+    outbound: OutboundClient  # POSTs to user-given URLs (webhooks), SSRF-guarded
     shutting_down: bool = False
     serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
     startup_refused: bool = False  # the worker id could not be leased (logged once)
@@ -102,6 +104,7 @@ def build_state(
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
+        outbound=OutboundClient(allow_private=settings.webhook_allow_private),
     )
 
 

@@ -301,8 +301,8 @@ def rule(role: str, resource: str, action: str) -> tuple[str | None, ...]:
 
 async def test_the_seed_keeps_operator_rows_and_never_duplicates(scratch_database: str) -> None:
     settings = Settings(database_url=scratch_database, app_env="test")
-    assert len(SEED_POLICY) == 20
-    assert await migrate(settings) == 20
+    assert len(SEED_POLICY) == 24
+    assert await migrate(settings) == 24
     seeded = await policy_rows(scratch_database)
     assert sorted(seeded, key=str) == sorted((rule(*r) for r in SEED_POLICY), key=str)
 
@@ -310,11 +310,11 @@ async def test_the_seed_keeps_operator_rows_and_never_duplicates(scratch_databas
     try:
         adapter = Adapter(engine)  # the real adapter, as the operator's tooling would use it
         await adapter.add_policy("p", "p", ["AUDITOR", "inquiries", "read"])
-        assert len(await policy_rows(scratch_database)) == 21
+        assert len(await policy_rows(scratch_database)) == 24 + 1
 
         assert await migrate(settings) == 0
         rows = await policy_rows(scratch_database)
-        assert len(rows) == 20 + 1
+        assert len(rows) == 24 + 1
         assert len(set(rows)) == len(rows)  # no duplicates
         assert rule("AUDITOR", "inquiries", "read") in rows
 

@@ -27,6 +27,7 @@ SEED_POLICY: tuple[tuple[str, str, str], ...] = (
         for a in ("read", "create", "update", "delete", "restore", "export")
     ),
     ("OWNER", "statistics", "read"),
+    *(("OWNER", "webhooks", a) for a in ("read", "create", "update", "delete")),
     *(("EMPLOYEE", "inquiries", a) for a in ("read", "update")),
     *(("EMPLOYEE", "subscribers", a) for a in ("read", "create", "update")),
     ("EMPLOYEE", "statistics", "read"),
