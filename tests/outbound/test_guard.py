@@ -140,7 +140,7 @@ async def test_the_connection_goes_to_the_checked_address(dns: Dns, receiver: Re
     assert sent.error is None and sent.status == 204
     assert dns.lookups == ["pinned.test"]
     (got,) = receiver.requests("/ok/pinned")
-    assert got["headers"]["Host"] == f"pinned.test:{receiver.port}"
+    assert got["headers"]["host"] == f"pinned.test:{receiver.port}"
 
 
 async def test_tls_is_verified_for_the_name_while_connecting_to_the_ip(dns: Dns, tls: Tls) -> None:
@@ -157,7 +157,7 @@ async def test_tls_is_verified_for_the_name_while_connecting_to_the_ip(dns: Dns,
         await client.aclose()
     assert ok.error is None and ok.status == 204
     (got,) = tls.receiver.requests("/ok/tls")
-    assert got["headers"]["Host"] == f"secure.test:{tls.receiver.port}"
+    assert got["headers"]["host"] == f"secure.test:{tls.receiver.port}"
     assert wrong.status is None and wrong.error is not None
     assert "certificate" in wrong.error.lower() or "ssl" in wrong.error.lower()
     assert tls.receiver.requests("/ok/impostor") == []

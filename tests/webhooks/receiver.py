@@ -56,7 +56,13 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode()
         parts = self.path.strip("/").split("/")
         with LOCK:
-            LOG.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+            LOG.append(
+                {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body,
+                }
+            )
             SEEN[self.path] += 1
             seen = SEEN[self.path]
         kind = parts[0]

@@ -271,7 +271,7 @@ class WebhookService:
             "Webhook delivery",
             endpointId=str(endpoint.id),
             messageId=key,
-            event=message.event,
+            webhookEvent=message.event,
             attempt=attempt,
             result="succeeded" if ok else "failed",
             responseStatus=sent.status,
