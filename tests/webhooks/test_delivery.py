@@ -75,17 +75,21 @@ async def test_a_delivery_is_a_standard_webhook(hook_api: Api, receiver: Receive
     assert body["type"] == "webhook.test"
     assert body["data"] == {"endpointId": created["id"], "url": created["url"]}
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
+    tampered = {**got, "body": got["body"].replace("webhook.test", "webhook.tset")}
     with pytest.raises(WebhookVerificationError):
-        tampered = {**got, "body": got["body"].replace("webhook.test", "webhook.tset")}
         verified(created["secret"], tampered)
 
     (attempt,) = (await deliveries(hook_api, created["id"]))["data"]
-    assert attempt["messageId"] == key and attempt["attempt"] == 1
-    assert attempt["status"] == "succeeded" and attempt["responseStatus"] == 204
-    assert attempt["error"] is None and attempt["durationMs"] >= 0
+    assert attempt["messageId"] == key
+    assert attempt["attempt"] == 1
+    assert attempt["status"] == "succeeded"
+    assert attempt["responseStatus"] == 204
+    assert attempt["error"] is None
+    assert attempt["durationMs"] >= 0
     assert counter(hook_api, "succeeded") == succeeded + 1
     settled = await message(hook_api, key)
-    assert settled.state == "succeeded" and settled.body is None  # nothing kept after
+    assert settled.state == "succeeded"
+    assert settled.body is None
     assert await deliver(hook_api, key) is True  # an at-least-once repeat sends nothing
     assert len(receiver.requests("/ok/standard")) == 1
 
@@ -120,7 +124,8 @@ async def test_a_hanging_receiver_times_out_after_10_s(hook_api: Api, receiver: 
     assert await deliver(hook_api, key) is False
     assert 9.5 <= time.monotonic() - started < 13
     (attempt,) = (await deliveries(hook_api, created["id"]))["data"]
-    assert attempt["status"] == "failed" and attempt["responseStatus"] is None
+    assert attempt["status"] == "failed"
+    assert attempt["responseStatus"] is None
     assert attempt["error"] == "timed out after 10 s"
     assert 9500 <= attempt["durationMs"] < 13000
 
@@ -130,7 +135,8 @@ async def test_a_redirect_is_not_followed(hook_api: Api, receiver: Receiver) -> 
     key = await queue_test(hook_api, created["id"])
     assert await deliver(hook_api, key) is False
     (attempt,) = (await deliveries(hook_api, created["id"]))["data"]
-    assert attempt["status"] == "failed" and attempt["responseStatus"] == 302
+    assert attempt["status"] == "failed"
+    assert attempt["responseStatus"] == 302
     assert attempt["error"] == "redirect not followed"
     assert receiver.requests("/landed") == []
 
@@ -152,7 +158,8 @@ async def test_given_up_after_the_last_attempt(hook_api: Api, receiver: Receiver
     assert [d["attempt"] for d in log] == list(range(MAX_ATTEMPTS, 0, -1))
     assert {d["status"] for d in log} == {"failed"}
     settled = await message(hook_api, key)
-    assert settled.state == "failed" and settled.attempts == MAX_ATTEMPTS
+    assert settled.state == "failed"
+    assert settled.attempts == MAX_ATTEMPTS
     assert await deliver(hook_api, key) is True
     assert len(receiver.requests("/status/503/gives-up")) == MAX_ATTEMPTS
 
@@ -191,7 +198,8 @@ async def test_disabled_after_5_days_of_failures(hook_api: Api, receiver: Receiv
     first = await queue_test(hook_api, created["id"])
     await deliver(hook_api, first)
     row = await stored(hook_api, created["id"])
-    assert row.failing_since is not None and row.active  # one failure starts the clock
+    assert row.failing_since is not None
+    assert row.active
 
     # Failing for 4 days: still on.
     await set_endpoint(hook_api, created["id"], failing_since=datetime.now(UTC) - timedelta(days=4))
@@ -207,7 +215,8 @@ async def test_disabled_after_5_days_of_failures(hook_api: Api, receiver: Receiv
     await deliver(hook_api, queued)
     got = (await hook_api.client.get(f"{WEBHOOKS}/{created['id']}", headers=hook_api.owner)).json()
     assert got["active"] is False
-    assert got["disabledReason"] is not None and "5 days" in got["disabledReason"]
+    assert got["disabledReason"] is not None
+    assert "5 days" in got["disabledReason"]
     sent = len(receiver.requests("/status/500/disable"))
     assert await deliver(hook_api, later) is True
     assert len(receiver.requests("/status/500/disable")) == sent  # not attempted
@@ -217,7 +226,8 @@ async def test_disabled_after_5_days_of_failures(hook_api: Api, receiver: Receiv
     back = await hook_api.client.patch(
         f"{WEBHOOKS}/{created['id']}", json={"active": True}, headers=hook_api.owner
     )
-    assert back.json()["active"] is True and back.json()["disabledReason"] is None
+    assert back.json()["active"] is True
+    assert back.json()["disabledReason"] is None
     assert (await stored(hook_api, created["id"])).failing_since is None
 
 
@@ -228,7 +238,8 @@ async def test_a_success_resets_the_failure_clock(hook_api: Api, receiver: Recei
     await deliver(hook_api, key)  # fails (still within 5 days)
     await deliver(hook_api, key)  # succeeds
     row = await stored(hook_api, created["id"])
-    assert row.active and row.failing_since is None
+    assert row.active
+    assert row.failing_since is None
 
 
 async def test_deleted_and_inactive_endpoints_get_nothing(
@@ -250,7 +261,8 @@ async def test_deleted_and_inactive_endpoints_get_nothing(
     assert receiver.requests("/ok/paused") == []
     assert (await message(hook_api, event)).state == "dropped"
     (attempt,) = (await deliveries(hook_api, paused["id"]))["data"]
-    assert attempt["status"] == "failed" and "inactive" in attempt["error"]
+    assert attempt["status"] == "failed"
+    assert "inactive" in attempt["error"]
     assert counter(hook_api, "dropped") == dropped + 1
 
     # The test route still reaches an inactive endpoint: it is asked for by its owner.
@@ -273,7 +285,8 @@ async def test_an_event_body_carries_the_payload(hook_api: Api, receiver: Receiv
     await deliver(hook_api, key)
     (got,) = receiver.requests("/ok/event")
     body = verified(created["secret"], got)
-    assert body["type"] == "inquiry.sent" and body["data"] == {"id": "1"}
+    assert body["type"] == "inquiry.sent"
+    assert body["data"] == {"id": "1"}
     assert orjson.loads(got["body"]) == body
 
 
@@ -288,8 +301,10 @@ async def test_refused_at_delivery_when_dns_changed(
     dns.names["moves.example.test"] = ["127.0.0.1"]
     assert await deliver(pg_api, key) is False
     (attempt,) = (await deliveries(pg_api, created["id"]))["data"]
-    assert attempt["status"] == "failed" and attempt["responseStatus"] is None
-    assert attempt["error"].startswith("refused:") and "127.0.0.1" in attempt["error"]
+    assert attempt["status"] == "failed"
+    assert attempt["responseStatus"] is None
+    assert attempt["error"].startswith("refused:")
+    assert "127.0.0.1" in attempt["error"]
     assert receiver.requests("/ok/moved") == []
 
 
@@ -301,5 +316,6 @@ async def test_a_secret_that_cannot_be_opened_sends_nothing(
     key = await queue_test(hook_api, created["id"])
     assert await deliver(hook_api, key) is False
     (attempt,) = (await deliveries(hook_api, created["id"]))["data"]
-    assert attempt["status"] == "failed" and "TOKEN_SECRET" in attempt["error"]
+    assert attempt["status"] == "failed"
+    assert "TOKEN_SECRET" in attempt["error"]
     assert receiver.requests("/ok/unsealable") == []

@@ -55,16 +55,20 @@ async def test_create_shows_the_secret_once(api: Api) -> None:
     )
     assert set(created) == ENDPOINT_FIELDS | {"secret"}
     match = SECRET.fullmatch(created["secret"])
-    assert match is not None and len(base64.b64decode(match.group(1))) >= 24
+    assert match is not None
+    assert len(base64.b64decode(match.group(1))) >= 24
     assert created["events"] == ["inquiry.sent", "subscriber.subscribed"]  # deduplicated
-    assert created["active"] is True and created["disabledReason"] is None
-    assert created["url"] == PUBLIC_URL and created["description"] == "CRM"
+    assert created["active"] is True
+    assert created["disabledReason"] is None
+    assert created["url"] == PUBLIC_URL
+    assert created["description"] == "CRM"
 
     got = await api.client.get(f"{WEBHOOKS}/{created['id']}", headers=api.owner)
     listed = await api.client.get(WEBHOOKS, params={"limit": 100}, headers=api.owner)
     assert set(got.json()) == ENDPOINT_FIELDS
     assert got.json() == {k: v for k, v in created.items() if k != "secret"}
-    assert created["secret"] not in got.text and created["secret"] not in listed.text
+    assert created["secret"] not in got.text
+    assert created["secret"] not in listed.text
     assert got.json() in listed.json()["data"]
 
 
@@ -74,7 +78,8 @@ async def test_the_secret_is_sealed_at_rest(api: Api) -> None:
     row = await stored(api, created["id"])
     # Neither the secret nor its key bytes are in the row: a dump alone cannot sign.
     raw = base64.b64decode(secret.removeprefix("whsec_"))
-    assert secret not in row.secret and base64.b64encode(raw).decode() not in row.secret
+    assert secret not in row.secret
+    assert base64.b64encode(raw).decode() not in row.secret
     async with api.state.engine.connect() as conn:
         dump = " ".join(
             str(v)
@@ -145,7 +150,8 @@ async def test_patch_changes_and_rechecks_the_url(api: Api) -> None:
     refused = await api.client.patch(
         url, json={"url": "https://internal.example.test/x"}, headers=api.owner
     )
-    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "url"
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "url"
     patched = await api.client.patch(
         url,
         json={
@@ -159,7 +165,8 @@ async def test_patch_changes_and_rechecks_the_url(api: Api) -> None:
     assert patched.status_code == 200, patched.text
     assert patched.json()["url"] == "https://hooks.example.test/v2"
     assert patched.json()["events"] == ["subscriber.unsubscribed"]
-    assert patched.json()["description"] is None and patched.json()["active"] is False
+    assert patched.json()["description"] is None
+    assert patched.json()["active"] is False
     assert patched.json()["updatedAt"] >= created["updatedAt"]
     assert "secret" not in patched.json()
     for body in ({}, {"active": None}, {"events": None}, {"url": None}, {"secret": "x"}):
@@ -226,9 +233,12 @@ async def test_the_test_route_queues_a_pending_delivery(api: Api) -> None:
     page = await deliveries(api, created["id"])
     assert page["meta"] == {"limit": 20, "nextCursor": None, "total": 1}
     (pending,) = page["data"]
-    assert pending["messageId"] == key and pending["event"] == "webhook.test"
-    assert pending["status"] == "pending" and pending["attempt"] == 1
-    assert pending["responseStatus"] is None and pending["durationMs"] is None
+    assert pending["messageId"] == key
+    assert pending["event"] == "webhook.test"
+    assert pending["status"] == "pending"
+    assert pending["attempt"] == 1
+    assert pending["responseStatus"] is None
+    assert pending["durationMs"] is None
     assert DeliveryOut.model_validate(pending).model_dump(mode="json", by_alias=True) == pending
 
 
@@ -242,7 +252,8 @@ async def test_delete_drops_queued_deliveries(api: Api) -> None:
     listed = await api.client.get(WEBHOOKS, params={"limit": 100}, headers=api.owner)
     assert created["id"] not in [e["id"] for e in listed.json()["data"]]
     dropped = await message(api, key)
-    assert dropped.state == "dropped" and dropped.body is None
+    assert dropped.state == "dropped"
+    assert dropped.body is None
 
 
 async def test_lists_are_keyset_pages(api: Api) -> None:
@@ -250,7 +261,8 @@ async def test_lists_are_keyset_pages(api: Api) -> None:
     first = await api.client.get(WEBHOOKS, params={"limit": 2}, headers=api.owner)
     assert first.status_code == 200
     total = first.json()["meta"]["total"]
-    assert total >= 3 and len(first.json()["data"]) == 2
+    assert total >= 3
+    assert len(first.json()["data"]) == 2
     assert [e["id"] for e in first.json()["data"]] == ids[::-1][:2]  # newest first
     seen = [e["id"] for e in first.json()["data"]]
     cursor = first.json()["meta"]["nextCursor"]
@@ -272,7 +284,8 @@ async def test_lists_are_keyset_pages(api: Api) -> None:
     page1 = await deliveries(api, endpoint, limit=2)
     page2 = await deliveries(api, endpoint, limit=2, cursor=page1["meta"]["nextCursor"])
     assert [d["messageId"] for d in page1["data"] + page2["data"]] == keys[::-1]
-    assert page1["meta"]["total"] == 3 and page2["meta"]["nextCursor"] is None
+    assert page1["meta"]["total"] == 3
+    assert page2["meta"]["nextCursor"] is None
 
 
 async def test_serializers_are_the_documented_schemas(api: Api) -> None:
