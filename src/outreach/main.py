@@ -37,6 +37,7 @@ from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
 from outreach.webhooks.router import router as webhooks_router
+from outreach.webhooks.service import webhook as webhook_service
 
 log = structlog.get_logger("outreach")
 
@@ -159,6 +160,7 @@ def create_app(
         ids,
         make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
     )
+    state.outbox = webhook_service.queue_event  # events become webhook messages
     app.state.outreach = state
 
     install_error_handlers(app)

@@ -7,8 +7,9 @@ and `close` are the lifespan's halves. Routes and services receive the State (ne
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import Depends, Request
@@ -35,6 +36,18 @@ class RateLimit(Protocol):
     async def check(self, key: str) -> None: ...
 
 
+# What an event must cause that may not be lost (webhook messages), queued in the transaction
+# of the change itself: never for a change that rolls back. main.py installs the webhooks
+# domain's; the domains call `state.outbox` without knowing who listens.
+Outbox = Callable[[AsyncSession, "State", str, Mapping[str, Any]], Awaitable[None]]
+
+
+async def no_outbox(
+    _session: AsyncSession, _state: State, _event: str, _payload: Mapping[str, Any]
+) -> None:
+    return None
+
+
 @dataclass(slots=True, eq=False)
 class State:
     settings: Settings
@@ -51,6 +64,7 @@ class State:
     realtime: Realtime
     events: Events
     outbound: OutboundClient  # POSTs to user-given URLs (webhooks), SSRF-guarded
+    outbox: Outbox = no_outbox
     shutting_down: bool = False
     serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
     startup_refused: bool = False  # the worker id could not be leased (logged once)

@@ -110,10 +110,11 @@ class InquiryService:
             raise NotFound("No such inquiry")
         return found
 
-    def _changed(
+    async def _changed(
         self, state: State, session: AsyncSession, inquiry: Inquiry, actor: AuthPrincipal
     ) -> None:
         event = updated_json(inquiry, actor.sub)
+        await state.outbox(session, state, "inquiry.updated", event)  # in this transaction
         after_commit(
             session,
             lambda: state.events.publish("inquiry.updated", event, inquiryId=event["id"]),
@@ -142,7 +143,7 @@ class InquiryService:
         if changed:
             inquiry.updated_at = utcnow()
             await session.flush()
-            self._changed(state, session, inquiry, actor)
+            await self._changed(state, session, inquiry, actor)
         return inquiry
 
     async def bulk_status(
@@ -171,7 +172,7 @@ class InquiryService:
                 inquiry.status = body.status
                 inquiry.updated_at = now
                 updated.append(raw)
-                self._changed(state, session, inquiry, actor)
+                await self._changed(state, session, inquiry, actor)
         await session.flush()
         return BulkStatusOut(updated=updated, skipped=skipped)
 
@@ -181,7 +182,7 @@ class InquiryService:
         inquiry = await self._locked(session, inquiry_id, deleted=False)
         inquiry.deleted_at = inquiry.updated_at = utcnow()
         await session.flush()
-        self._changed(state, session, inquiry, actor)
+        await self._changed(state, session, inquiry, actor)
 
     async def restore(
         self, session: AsyncSession, state: State, inquiry_id: int, actor: AuthPrincipal
@@ -191,7 +192,7 @@ class InquiryService:
             inquiry.deleted_at = None
             inquiry.updated_at = utcnow()
             await session.flush()
-            self._changed(state, session, inquiry, actor)
+            await self._changed(state, session, inquiry, actor)
         return inquiry
 
 

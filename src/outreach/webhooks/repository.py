@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.schemas import decode_cursor, encode_cursor
@@ -65,15 +65,15 @@ async def deliveries_page(
     )
 
 
-async def live_endpoints_for(session: AsyncSession, event: str) -> list[WebhookEndpoint]:
-    """The active, live endpoints subscribed to `event` (a handful: filtered here, not in
-    SQL, so the JSON column needs no dialect-specific operator)."""
-    rows = await session.scalars(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.deleted_at.is_(None), WebhookEndpoint.active.is_(True)
-        )
-    )
-    return [row for row in rows if event in row.events]
+_ACTIVE = select(_endpoints.c.id, _endpoints.c.events).where(
+    _endpoints.c.deleted_at.is_(None), _endpoints.c.active.is_(True)
+)
+
+
+async def active_endpoints(session: AsyncSession) -> list[tuple[int, list[str]]]:
+    """Every active, live endpoint and its events (a handful: matched in Python, so the
+    JSON column needs no dialect-specific operator)."""
+    return [(row.id, list(row.events)) for row in await session.execute(_ACTIVE)]
 
 
 async def add_message(
@@ -86,8 +86,8 @@ async def add_message(
     now: datetime,
 ) -> None:
     """A queued message and its `pending` first attempt in the deliveries log."""
-    session.add(
-        WebhookMessage(
+    await session.execute(
+        insert(_messages).values(
             id=message_id,
             endpoint_id=endpoint_id,
             event=event,
@@ -97,22 +97,17 @@ async def add_message(
             created_at=now,
         )
     )
-    await session.flush()  # the message before its delivery row (foreign key)
-    session.add(
-        WebhookDelivery(
+    await session.execute(
+        insert(_deliveries).values(
             id=delivery_id,
             endpoint_id=endpoint_id,
             message_id=message_id,
             event=event,
             attempt=1,
             status=DeliveryStatus.PENDING.value,
-            response_status=None,
-            error=None,
-            duration_ms=None,
             at=now,
         )
     )
-    await session.flush()
 
 
 async def message_to_deliver(

@@ -3,6 +3,7 @@ and the delivery attempt with its retry schedule and the endpoint's auto-disable
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -171,6 +172,19 @@ class WebhookService:
             now,
         )
         return message_id
+
+    async def queue_event(
+        self, session: AsyncSession, state: State, event: str, payload: Mapping[str, Any]
+    ) -> None:
+        """A message of `event` for every active endpoint subscribed to it, in the change's
+        own transaction (State.outbox). The endpoints are read once per transaction (a bulk
+        change sends many events)."""
+        cache: dict[str, list[tuple[int, list[str]]]] = session.info.setdefault("webhooks", {})
+        if "endpoints" not in cache:
+            cache["endpoints"] = await repository.active_endpoints(session)
+        for endpoint_id, events in cache["endpoints"]:
+            if event in events:
+                await self.queue(session, state, endpoint_id, event, payload)
 
     async def test(self, session: AsyncSession, state: State, endpoint_id: int) -> int:
         """Queue a `webhook.test` message to the endpoint (active or not: it is asked for)."""
