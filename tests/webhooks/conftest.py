@@ -14,6 +14,7 @@ import pytest
 from joserfc.jwk import ECKey
 
 from tests.support import Api, Dialled, make_settings, start_api
+from tests.webhooks.helpers import USED
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +28,23 @@ async def hook_api(pg_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIter
     settings = make_settings(pg_database, var_dir, webhook_allow_private=True)
     async with start_api(settings, dev_key) as api:
         yield api
+
+
+@pytest.fixture(autouse=True)
+async def _endpoints_removed_after() -> AsyncIterator[None]:
+    """Each test's endpoints are deleted after it, so the worker of a later test never sends
+    to a receiver (or a name) that test set up."""
+    yield
+    from sqlalchemy import update
+
+    from outreach.db.base import utcnow
+    from outreach.webhooks.models import WebhookEndpoint
+
+    while USED:
+        api = USED.pop()
+        async with api.state.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.deleted_at.is_(None))
+                .values(deleted_at=utcnow(), active=False)
+            )

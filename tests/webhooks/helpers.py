@@ -13,9 +13,12 @@ WEBHOOKS = f"{BASE}/webhooks"
 PUBLIC_HOST = "hooks.example.test"  # the DNS stub answers it with a public address
 PUBLIC_URL = f"https://{PUBLIC_HOST}/outreach"
 PUBLIC_ADDRESS = "93.184.215.14"  # never dialled: creating an endpoint sends nothing
+# The apps a test made endpoints on (conftest deletes them after the test).
+USED: list[Api] = []
 
 
 async def create(api: Api, url: str = PUBLIC_URL, **extra: Any) -> dict[str, Any]:
+    USED.append(api)
     body = {"url": url, "events": ["inquiry.sent"], **extra}
     response = await api.client.post(WEBHOOKS, json=body, headers=api.owner)
     assert response.status_code == 201, response.text
