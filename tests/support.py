@@ -50,6 +50,35 @@ def _pg_url(db: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + db
 
 
+@asynccontextmanager
+async def migrated_database(backend: str, var_dir: Path) -> AsyncIterator[str]:
+    """A new database of its own (PostgreSQL, or an SQLite file under var_dir), migrated to
+    head and dropped after: for tests whose background work (the job queue) must not meet
+    that of the session's apps."""
+    if backend == "sqlite":
+        var_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(var_dir / f'own-{uuid.uuid4().hex[:8]}.db').as_posix()}"
+        await migrate(Settings(database_url=url, app_env="test", var_dir=var_dir))
+        yield url
+        return
+    name = f"outreach_own_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _pg_url(name)
+    try:
+        await migrate(Settings(database_url=url, app_env="test"))
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def pg_database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for this run, migrated to head."""

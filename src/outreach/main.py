@@ -7,6 +7,7 @@ import contextlib
 import gc
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
@@ -81,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.startup_refused = True
             raise
     await state.fastdb.open()
+    await state.jobs.start()
     try:
         await state.authorizer.load()
     except Exception as exc:  # noqa: BLE001 - start degraded: readiness reports the database
@@ -113,6 +115,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.shutting_down = True
         for task in tasks:
             task.cancel()
+        # Running jobs had the HTTP drain to finish (no new one was taken since the signal);
+        # what still runs when the drain time is up is handed back to the queue.
+        await state.jobs.stop(max(1.0, state.drain_deadline - time.monotonic()))
         await state.events.drain()
         await state.realtime.close()
         await state.fastdb.close()
@@ -274,6 +279,8 @@ def _drain_on_signals(state: State) -> None:
 
     def begin(then: Any, sig: int) -> None:
         wait = delay if sig == signal.SIGTERM else 0.0
+        state.jobs.begin_stop()  # running jobs go on; no new one is taken
+        state.drain_deadline = time.monotonic() + wait + state.settings.shutdown_drain_seconds
         log.info(
             "Shutdown requested",
             signal=signal.Signals(sig).name,

@@ -9,6 +9,7 @@ from outreach.db.base import Base
 from outreach.db.migrate import Seed
 from outreach.idempotency.models import IdempotencyKey
 from outreach.inquiries.models import Inquiry
+from outreach.mail.models import MailLimit, MailLog
 from outreach.subscribers.models import Subscriber
 from outreach.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookMessage
 
@@ -26,6 +27,8 @@ __all__ = [
     "CasbinRule",
     "IdempotencyKey",
     "Inquiry",
+    "MailLimit",
+    "MailLog",
     "Subscriber",
     "WebhookDelivery",
     "WebhookEndpoint",

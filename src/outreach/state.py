@@ -25,6 +25,7 @@ from outreach.db.base import make_engine, make_sessionmaker
 from outreach.db.fast import FastDB, make_fastdb
 from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.jobs import Registry, Worker, make_worker
 from outreach.outbound.guard import OutboundClient
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
@@ -63,9 +64,15 @@ class State:
     authorizer: Authorizer
     realtime: Realtime
     events: Events
+    # The job worker of this process (jobs/): domains register their handlers on
+    # `jobs.registry` (main.DOMAIN_JOBS); the lifespan starts and stops it.
+    jobs: Worker
     outbound: OutboundClient  # POSTs to user-given URLs (webhooks), SSRF-guarded
     outbox: Outbox = no_outbox
     shutting_down: bool = False
+    # When running jobs must be done by (time.monotonic()): set at the shutdown signal; by
+    # default the drain time from the lifespan's end.
+    drain_deadline: float = 0.0
     serving: bool = False  # run by `outreach serve` (signals are chained: main.py)
     startup_refused: bool = False  # the worker id could not be leased (logged once)
 
@@ -118,6 +125,7 @@ def build_state(
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
+        jobs=make_worker(settings.sqlalchemy_url, engine, Registry(), metrics),
         outbound=OutboundClient(allow_private=settings.webhook_allow_private),
     )
 

@@ -20,8 +20,18 @@ MIGRATION_ONLY_INDEXES = {
 }
 
 
-# Tables kept by migrations alone (PostgreSQL triggers' counters, migration 0002).
-MIGRATION_ONLY_TABLES = {"row_counts", "inquiry_rollup"}
+# Tables kept by migrations alone (PostgreSQL triggers' counters, migration 0002; the job
+# queue, migration 0010: pgqueuer's tables on PostgreSQL, `jobs` on SQLite, declared apart
+# in jobs/models.py).
+MIGRATION_ONLY_TABLES = {
+    "row_counts",
+    "inquiry_rollup",
+    "pgqueuer",
+    "pgqueuer_log",
+    "pgqueuer_schedules",
+    "pgqueuer_statistics",
+    "jobs",
+}
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -31,7 +41,9 @@ def _diff(connection: Connection) -> list[Any]:
         d
         for d in diff
         if not (
-            isinstance(d, tuple) and d[0] == "remove_index" and d[1].name in MIGRATION_ONLY_INDEXES
+            isinstance(d, tuple)
+            and d[0] == "remove_index"
+            and (d[1].name in MIGRATION_ONLY_INDEXES or d[1].table.name in MIGRATION_ONLY_TABLES)
         )
         and not (
             isinstance(d, tuple) and d[0] == "remove_table" and d[1].name in MIGRATION_ONLY_TABLES

@@ -72,6 +72,56 @@ class Metrics:
             ["pool"],
             registry=registry,
         )
+        # Jobs (jobs/): attempts as they end, and the queue as the database holds it (the
+        # gauges are set at each scrape, the same on every replica: alert on max()).
+        self.job_runs = Counter(
+            "outreach_job_runs_total",
+            "Job attempts by kind and outcome (ok, retry, failed)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.jobs_queued = Gauge(
+            "outreach_jobs_queued",
+            "Jobs waiting, running or waiting for a retry, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.jobs_oldest = Gauge(
+            "outreach_jobs_oldest_age_seconds",
+            "Age of the oldest job not done (first queued, retries included), by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.jobs_failed = Gauge(
+            "outreach_jobs_failed",
+            "Jobs given up after their retries and kept, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        # Mail (API.md section 12): kind is inquiry-notify, inquiry-ack or subscribe-confirm.
+        self.mail_sent = Counter(
+            "outreach_mail_sent_total",
+            "Mails accepted by the SMTP server (or written to the development outbox)",
+            ["kind"],
+            registry=registry,
+        )
+        self.mail_failures = Counter(
+            "outreach_mail_failures_total",
+            "Mail delivery attempts that failed (each retry counts)",
+            ["kind"],
+            registry=registry,
+        )
+        self.mail_limited = Counter(
+            "outreach_mail_limited_total",
+            "Mails not sent because the address had its share (10 min / 24 h limits)",
+            ["kind"],
+            registry=registry,
+        )
+        self.mail_queue_depth = Gauge(
+            "outreach_mail_queue_depth",
+            "Mails waiting to be sent, retries included",
+            registry=registry,
+        )
         self.webhook_deliveries = Counter(
             "outreach_webhook_deliveries_total",
             "Webhook delivery attempts by result (dropped: its endpoint was gone first)",

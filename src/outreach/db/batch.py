@@ -33,9 +33,14 @@ class Grouped:
     column of the same name, to hand every request its own row; two requests with the same
     `distinct` parameter never share a batch (an upsert may not touch a row twice). Without
     `many` (SQLite) the statement is always run alone.
+
+    `also` are statements run after `single`, with the same parameters and in the same
+    transaction, where the database has no data-modifying CTE to put them in `single`
+    (SQLite: the job a write enqueues, jobs/queue.py). On PostgreSQL they are part of
+    `single` and `many` themselves.
     """
 
-    __slots__ = ("distinct", "many", "match", "single")
+    __slots__ = ("also", "distinct", "many", "match", "single")
 
     def __init__(
         self,
@@ -44,11 +49,15 @@ class Grouped:
         *,
         match: str | None = None,
         distinct: str | None = None,
+        also: tuple[Executable, ...] = (),
     ) -> None:
+        if also and many is not None:
+            raise ValueError("`also` is for statements that cannot be grouped (SQLite)")
         self.single = single
         self.many = many
         self.match = match
         self.distinct = distinct
+        self.also = also
 
 
 def unnest_insert(table: Table) -> postgresql.Insert:

@@ -30,6 +30,8 @@ ACQUIRE_TIMEOUT = 5.0
 
 
 class FastConn(Protocol):
+    dialect: str  # "postgresql" or "sqlite"
+
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
 
     async def fetch(self, stmt: Executable, params: Mapping[str, Any]) -> list[Row]: ...
@@ -46,8 +48,6 @@ class FastConn(Protocol):
 
 
 class FastDB(FastConn, Protocol):
-    dialect: str
-
     def transaction(self) -> AbstractAsyncContextManager[FastConn]: ...
 
     def reading(self) -> AbstractAsyncContextManager[FastConn]: ...
@@ -80,6 +80,7 @@ class _PgConn:
     """One pooled asyncpg connection (in a transaction, or for a few reads)."""
 
     __slots__ = ("_conn", "_db")
+    dialect = "postgresql"
 
     def __init__(self, db: AsyncpgDB, conn: Any) -> None:
         self._db = db
@@ -100,10 +101,13 @@ class _PgConn:
         await self._conn.execute(c.sql, *c.args(params))
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
-        return await self.fetchrow(grouped.single, params)
+        row = await self.fetchrow(grouped.single, params)
+        for stmt in grouped.also:
+            await self.execute(stmt, params)
+        return row
 
     async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
-        await self.execute(grouped.single, params)
+        await self.fetch_grouped(grouped, params)
 
 
 async def _no_reset(_conn: Any) -> None:
@@ -227,10 +231,11 @@ class AsyncpgDB:
 class _SaConn:
     """One SQLAlchemy connection in a transaction (SQLite)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "dialect")
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self.dialect = conn.dialect.name
 
     async def fetchrow(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         result = await self._conn.execute(stmt, dict(params))
@@ -247,10 +252,13 @@ class _SaConn:
         await self._conn.execute(stmt, dict(params))
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
-        return await self.fetchrow(grouped.single, params)
+        row = await self.fetchrow(grouped.single, params)
+        for stmt in grouped.also:
+            await self._conn.execute(stmt, dict(params))
+        return row
 
     async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
-        await self.execute(grouped.single, params)
+        await self.fetch_grouped(grouped, params)
 
 
 class EngineDB:
@@ -284,10 +292,11 @@ class EngineDB:
             await conn.execute(stmt, params)
 
     async def fetch_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> Row | None:
-        return await self.fetchrow(grouped.single, params)
+        async with self.transaction() as conn:
+            return await conn.fetch_grouped(grouped, params)
 
     async def execute_grouped(self, grouped: Grouped, params: Mapping[str, Any]) -> None:
-        await self.execute(grouped.single, params)
+        await self.fetch_grouped(grouped, params)
 
     async def close(self) -> None:
         return None

@@ -17,6 +17,8 @@ from outreach.subscribers.tokens import new_selector
 class SubscriberStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     UNSUBSCRIBED = "UNSUBSCRIBED"
+    # Double opt-in (API.md section 12): subscribed, not yet confirmed.
+    PENDING = "PENDING"
 
 
 class Subscriber(Base):
@@ -35,13 +37,18 @@ class Subscriber(Base):
     # SHA-256 of a token issued before migration 0007, so old links keep working until a
     # new selector is issued (which clears it).
     legacy_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # Double opt-in: the confirm token is derived from this selector like the unsubscribe
+    # token (another purpose), never stored; it works until `confirm_expires_at`, and dies
+    # when the subscriber leaves (cleared).
+    confirm_selector: Mapped[str | None] = mapped_column(String(32))
+    confirm_expires_at: Mapped[datetime | None]
     search_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("status IN ('ACTIVE', 'UNSUBSCRIBED')", name="status"),
+        CheckConstraint("status IN ('ACTIVE', 'UNSUBSCRIBED', 'PENDING')", name="status"),
         # Emails are stored lower-cased: unique among live rows, case-insensitively.
         Index(
             "uq_subscribers_live_email",
@@ -51,6 +58,7 @@ class Subscriber(Base):
             sqlite_where=text("deleted_at IS NULL"),
         ),
         Index("ix_subscribers_unsubscribe_selector", "unsubscribe_selector", unique=True),
+        Index("ix_subscribers_confirm_selector", "confirm_selector", unique=True),
         Index("ix_subscribers_status_id", "status", "id"),
         Index("ix_subscribers_created_at", "created_at"),
         Index("ix_subscribers_subscribed_at", "subscribed_at"),
@@ -93,5 +101,7 @@ def new_row(
         "search_text": search_key(email, name),
         "created_at": now,
         "deleted_at": None,
+        "confirm_selector": None,
+        "confirm_expires_at": None,
         **subscribed(now),
     }

@@ -1,7 +1,7 @@
 """Webhooks: endpoints, the messages queued for them, and the log of delivery attempts.
 
 Revision ID: 0011_webhooks
-Revises: 0007_token_selectors
+Revises: 0010_mail_queue
 Create Date: 2026-12-01 15:00:00
 
 API.md section 13, docs/adr/0010. Endpoint secrets are stored sealed under a key derived from
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_webhooks"
-down_revision: str | None = "0007_token_selectors"
+down_revision: str | None = "0010_mail_queue"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
