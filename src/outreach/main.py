@@ -8,7 +8,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
@@ -38,6 +38,7 @@ from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers.router import router as subscribers_router
 from outreach.webhooks.router import router as webhooks_router
+from outreach.webhooks.service import register_jobs as register_webhook_jobs
 from outreach.webhooks.service import webhook as webhook_service
 
 log = structlog.get_logger("outreach")
@@ -48,6 +49,8 @@ DOMAIN_ROUTERS: tuple[Router, ...] = (
     statistics_router,
     webhooks_router,
 )
+# Each domain's job handlers, registered on the process's worker (State.jobs).
+DOMAIN_JOBS: tuple[Callable[[State], None], ...] = (register_webhook_jobs,)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -166,6 +169,8 @@ def create_app(
         make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
     )
     state.outbox = webhook_service.queue_event  # events become webhook messages
+    for register in DOMAIN_JOBS:
+        register(state)
     app.state.outreach = state
 
     install_error_handlers(app)

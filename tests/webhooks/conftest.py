@@ -7,13 +7,19 @@ never dialled (nothing here ever leaves the machine).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from joserfc.jwk import ECKey
 
-from tests.support import Api, Dialled, make_settings, start_api
+from outreach.config import Settings
+from outreach.models import migrate
+from tests.support import PG_ADMIN, Api, Dialled, make_settings, start_api
 from tests.webhooks.helpers import USED
 
 
@@ -22,11 +28,71 @@ def _guarded(connect_guard: Dialled) -> Dialled:
     return connect_guard
 
 
+# The apps of these tests run no job worker, on databases of their own: a test calls one
+# delivery attempt at a time (webhook_service.deliver) and sees exactly what it did, with no
+# worker of another app on the same database racing it. The queue's workers deliver in
+# test_replicas.py, in real `outreach serve` processes.
+
+
+async def _database(var_dir: Path, suffix: str) -> str:
+    if suffix == "sqlite":
+        url = f"sqlite:///{(var_dir / 'webhooks.db').as_posix()}"
+    else:
+        name = f"outreach_webhooks_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    await migrate(Settings(database_url=url, app_env="test", var_dir=var_dir))
+    return url
+
+
+@asynccontextmanager
+async def _quiet_api(url: str, var_dir: Path, key: ECKey, **settings: Any) -> AsyncIterator[Api]:
+    async with start_api(make_settings(url, var_dir, **settings), key) as api:
+        await api.state.jobs.stop(1.0)
+        yield api
+
+
 @pytest.fixture(scope="session")
-async def hook_api(pg_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
-    """The app with WEBHOOK_ALLOW_PRIVATE=true (receivers on 127.0.0.1, plain http)."""
-    settings = make_settings(pg_database, var_dir, webhook_allow_private=True)
-    async with start_api(settings, dev_key) as api:
+async def webhook_pg_database(var_dir: Path) -> AsyncIterator[str]:
+    url = await _database(var_dir, "postgresql")
+    yield url
+    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_api(webhook_pg_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    """PostgreSQL, WEBHOOK_ALLOW_PRIVATE=false, no job worker."""
+    async with _quiet_api(webhook_pg_database, var_dir, dev_key) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+async def sqlite_api(var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    """SQLite, WEBHOOK_ALLOW_PRIVATE=false, no job worker."""
+    async with _quiet_api(await _database(var_dir, "sqlite"), var_dir, dev_key) as api:
+        yield api
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def api(request: pytest.FixtureRequest) -> Api:
+    result: Api = request.getfixturevalue(
+        "pg_api" if request.param == "postgresql" else "sqlite_api"
+    )
+    return result
+
+
+@pytest.fixture(scope="session")
+async def hook_api(webhook_pg_database: str, var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    """PostgreSQL with WEBHOOK_ALLOW_PRIVATE=true (receivers on 127.0.0.1, plain http)."""
+    async with _quiet_api(webhook_pg_database, var_dir, dev_key, webhook_allow_private=True) as api:
         yield api
 
 

@@ -15,6 +15,7 @@ from outreach.core.errors import NotFound, ValidationFailed
 from outreach.core.schemas import format_time
 from outreach.db.base import utcnow
 from outreach.db.listing import ListQuery, page_body
+from outreach.jobs import WEBHOOK_SCHEDULE, Job, RetryLater, enqueue
 from outreach.outbound.guard import Refused, Sent
 from outreach.state import State
 from outreach.subscribers.tokens import token_secrets
@@ -38,9 +39,11 @@ from outreach.webhooks.secrets import (
 
 log = structlog.get_logger("outreach.webhooks")
 
-# API.md section 13: the waits after attempts 1..7; the 8th failure gives the message up.
-RETRY_DELAYS_SECONDS: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+# API.md section 13: the waits after attempts 1..7 (the queue's schedule for our job kind);
+# the 8th failure gives the message up.
+RETRY_DELAYS_SECONDS = WEBHOOK_SCHEDULE.delays
 MAX_ATTEMPTS = len(RETRY_DELAYS_SECONDS) + 1
+DELIVER = "webhook.deliver"  # job kind: one attempt at one message
 # An endpoint whose every attempt failed for this long is deactivated.
 DISABLE_AFTER = timedelta(days=5)
 # After a rotation, the old secret signs beside the new one for this long.
@@ -171,6 +174,8 @@ class WebhookService:
             message_body(event, data, now),
             now,
         )
+        # The job names the message only: its body (personal data) stays in our table.
+        await enqueue(session, DELIVER, {"messageId": str(message_id)})
         return message_id
 
     async def queue_event(
@@ -303,3 +308,13 @@ class WebhookService:
 
 
 webhook = WebhookService()
+
+
+def register_jobs(state: State) -> None:
+    """The webhook job kinds, on this process's worker (main.py)."""
+
+    async def deliver(job: Job) -> None:
+        if not await webhook.deliver(state, int(job.payload["messageId"])):
+            raise RetryLater("delivery attempt failed")  # the log row says why
+
+    state.jobs.registry.add(DELIVER, deliver, WEBHOOK_SCHEDULE)
