@@ -4,12 +4,14 @@ that rolls back queues nothing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from outreach.jobs import Job
 from outreach.webhooks.models import WebhookMessage
 from tests.support import BASE, Api, Dns, Recorder, unique_email
 from tests.webhooks.helpers import PUBLIC_ADDRESS, PUBLIC_HOST, WEBHOOKS, create
@@ -123,3 +125,50 @@ async def test_subscriber_changes_queue_their_events(api: Api, emitted: Recorder
     assert [p for p in emitted.of("subscriber.unsubscribed") if p["id"] == sid] == [
         queued[1]["data"]
     ]
+
+
+async def queued_jobs(api: Api, kind: str) -> list[dict[str, Any]]:
+    """The payloads of the `kind` jobs in the queue (the test apps run no worker)."""
+    if api.state.fastdb.dialect == "postgresql":
+        stmt = text("SELECT payload FROM pgqueuer WHERE entrypoint = :kind ORDER BY id")
+    else:
+        stmt = text("SELECT payload FROM jobs WHERE kind = :kind ORDER BY id")
+    async with api.state.engine.connect() as conn:
+        rows = (await conn.execute(stmt, {"kind": kind})).scalars().all()
+    return [orjson.loads(bytes(raw)) for raw in rows]
+
+
+async def run_job(api: Api, kind: str, payload: dict[str, Any]) -> None:
+    """One job through its registered handler, as the worker runs it."""
+    entry = api.state.jobs.registry.get(kind)
+    assert entry is not None
+    await entry.handler(Job(1, kind, payload, 1, datetime.now(UTC)))
+
+
+async def test_submit_queues_its_fan_out_in_its_own_statement(api: Api, emitted: Recorder) -> None:
+    unheard = await submit(api)  # no endpoint listens yet: no job at all
+    hook = await create(api, events=["inquiry.sent"])
+    heard = await submit(api)
+    honeypot = await api.client.post(
+        f"{BASE}/inquiries/submit",
+        json={"name": "Bot", "email": unique_email("bot"), "message": "x", "website": "spam"},
+    )
+    assert honeypot.status_code == 201
+    await api.drain_events()
+    mine = {unheard, heard, honeypot.json()["id"]}
+    fan_outs = [p for p in await queued_jobs(api, "inquiry.sent") if p["inquiryId"] in mine]
+    assert fan_outs == [{"inquiryId": heard}]
+
+    await run_job(api, "inquiry.sent", fan_outs[0])
+    (realtime,) = [p for p in emitted.of("inquiry.sent") if p["id"] == heard]
+    (queued,) = await messages(api, hook["id"])
+    assert queued["type"] == "inquiry.sent"
+    assert queued["data"] == realtime
+    # ...and its delivery is a job of its own, naming the message only.
+    async with api.state.sessionmaker() as session:
+        (message_id,) = (
+            await session.scalars(
+                select(WebhookMessage.id).where(WebhookMessage.endpoint_id == int(hook["id"]))
+            )
+        ).all()
+    assert {"messageId": str(message_id)} in await queued_jobs(api, "webhook.deliver")
