@@ -7,20 +7,16 @@ never dialled (nothing here ever leaves the machine).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from joserfc.jwk import ECKey
 
-from outreach.config import Settings
-from outreach.models import migrate
-from tests.support import PG_ADMIN, Api, Dialled, make_settings, start_api
-from tests.webhooks.helpers import USED
+from tests.support import Api, Dialled, make_settings, start_api
+from tests.webhooks.helpers import USED, drop_database, new_database
 
 
 @pytest.fixture(autouse=True)
@@ -34,21 +30,6 @@ def _guarded(connect_guard: Dialled) -> Dialled:
 # test_replicas.py, in real `outreach serve` processes.
 
 
-async def _database(var_dir: Path, suffix: str) -> str:
-    if suffix == "sqlite":
-        url = f"sqlite:///{(var_dir / 'webhooks.db').as_posix()}"
-    else:
-        name = f"outreach_webhooks_{uuid.uuid4().hex[:10]}"
-        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    await migrate(Settings(database_url=url, app_env="test", var_dir=var_dir))
-    return url
-
-
 @asynccontextmanager
 async def _quiet_api(url: str, var_dir: Path, key: ECKey, **settings: Any) -> AsyncIterator[Api]:
     async with start_api(make_settings(url, var_dir, **settings), key) as api:
@@ -58,13 +39,9 @@ async def _quiet_api(url: str, var_dir: Path, key: ECKey, **settings: Any) -> As
 
 @pytest.fixture(scope="session")
 async def webhook_pg_database(var_dir: Path) -> AsyncIterator[str]:
-    url = await _database(var_dir, "postgresql")
+    url = await new_database(var_dir, "postgresql")
     yield url
-    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +54,7 @@ async def pg_api(webhook_pg_database: str, var_dir: Path, dev_key: ECKey) -> Asy
 @pytest.fixture(scope="session")
 async def sqlite_api(var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
     """SQLite, WEBHOOK_ALLOW_PRIVATE=false, no job worker."""
-    async with _quiet_api(await _database(var_dir, "sqlite"), var_dir, dev_key) as api:
+    async with _quiet_api(await new_database(var_dir, "sqlite"), var_dir, dev_key) as api:
         yield api
 
 

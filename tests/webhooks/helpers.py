@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select
 
+from outreach.config import Settings
+from outreach.models import migrate
 from outreach.webhooks.models import WebhookEndpoint, WebhookMessage
-from tests.support import BASE, Api
+from tests.support import BASE, PG_ADMIN, Api
 
 WEBHOOKS = f"{BASE}/webhooks"
 PUBLIC_HOST = "hooks.example.test"  # the DNS stub answers it with a public address
@@ -63,3 +68,27 @@ async def deliveries(api: Api, endpoint_id: str, **params: Any) -> dict[str, Any
     assert response.status_code == 200, response.text
     page: dict[str, Any] = response.json()
     return page
+
+
+async def new_database(var_dir: Path, kind: str) -> str:
+    """A database of its own, migrated (kind: postgresql or sqlite)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{(var_dir / f'webhooks-{uuid.uuid4().hex[:8]}.db').as_posix()}"
+    else:
+        name = f"outreach_webhooks_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    await migrate(Settings(database_url=url, app_env="test", var_dir=var_dir))
+    return url
+
+
+async def drop_database(url: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
