@@ -372,6 +372,19 @@ class Dns:
     lookups: list[str] = field(default_factory=list)
 
 
+def _numeric(name: str) -> bool:
+    """An address written as a name (127.0.0.1, 2130706433, ::1): no lookup needed."""
+    import socket
+
+    for parse in (socket.inet_aton, lambda n: socket.inet_pton(socket.AF_INET6, n)):
+        try:
+            parse(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 @pytest.fixture
 def dns(monkeypatch: pytest.MonkeyPatch) -> Dns:
     import socket
@@ -382,7 +395,10 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> Dns:
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else host
         if name not in stub.names:
-            return real(host, port, *args, **kwargs)
+            if name is None or name == "localhost" or _numeric(name):
+                return real(host, port, *args, **kwargs)
+            # A real lookup would ask the machine's resolver, which is not on loopback.
+            pytest.fail(f"a DNS lookup of {name} was attempted")
         stub.lookups.append(name)
         answer = stub.names[name]
         addresses = answer() if callable(answer) else answer

@@ -50,6 +50,10 @@ def schemathesis(server: Server, *extra: str) -> subprocess.CompletedProcess[str
             "2",
             "--seed",
             "20261124",
+            # Webhook URLs would make the server look up and call random hosts: their routes
+            # are tested against local receivers only (tests/webhooks), never fuzzed.
+            "--exclude-tag",
+            "webhooks",
             *extra,
         ],
         capture_output=True,
@@ -71,7 +75,7 @@ def test_every_operation_holds_to_its_document(pg_database: str, tmp_path: Path)
         server.stop()
     for run in (with_token, anonymous):
         assert run.returncode == 0, run.stdout[-6000:]
-        assert "Tested: 22" in run.stdout  # every operation of API.md
+        assert "Tested: 22" in run.stdout  # every operation of API.md but the webhooks
         cases = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
         assert cases is not None, run.stdout[-2000:]
         assert int(cases.group(1)) >= 300

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import Dialled
+from tests.support import Dialled, Dns
 
 
 @pytest.fixture(autouse=True)
-def _guarded(connect_guard: Dialled) -> Dialled:
-    return connect_guard
+def _guarded(connect_guard: Dialled, dns: Dns) -> tuple[Dialled, Dns]:
+    """No connection but to loopback, and no DNS lookup but of the stub's names."""
+    return connect_guard, dns

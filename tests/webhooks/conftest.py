@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey
 
-from tests.support import Api, Dialled, make_settings, start_api
+from tests.support import Api, Dialled, Dns, make_settings, start_api
 from tests.webhooks.helpers import USED, drop_database, new_database
 
 
 @pytest.fixture(autouse=True)
-def _guarded(connect_guard: Dialled) -> Dialled:
-    return connect_guard
+def _guarded(connect_guard: Dialled, dns: Dns) -> tuple[Dialled, Dns]:
+    """No connection but to loopback, and no DNS lookup but of the stub's names."""
+    return connect_guard, dns
 
 
 # The apps of these tests run no job worker, on databases of their own: a test calls one
