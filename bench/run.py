@@ -499,9 +499,10 @@ def main() -> int:
             # The webhook run's receiver is on 127.0.0.1 over http.
             "WEBHOOK_ALLOW_PRIVATE": "true",
         }
+        # The working tree's code, for the migrations too (not the installed package's).
+        env["PYTHONPATH"] = str(ROOT / "src")
         prepare_database(env)
         python = production_python()
-        env["PYTHONPATH"] = str(ROOT / "src")
         server = Server(env, 3401, python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
