@@ -129,7 +129,12 @@ async def settle_message(
     values: dict[str, Any] = {"attempts": attempts, "state": state.value}
     if state != MessageState.QUEUED:
         values["body"] = None  # nothing needs it after the last attempt
-    await session.execute(update(_messages).where(_messages.c.id == message_id).values(values))
+    # Still queued only: a message dropped meanwhile (its endpoint deleted) stays dropped.
+    await session.execute(
+        update(_messages)
+        .where(_messages.c.id == message_id, _messages.c.state == MessageState.QUEUED.value)
+        .values(values)
+    )
 
 
 async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:

@@ -258,6 +258,23 @@ class WebhookService:
         )
         disabled = False
         async with state.sessionmaker() as session, session.begin():
+            # Rows in one order everywhere (endpoint, message, attempt), as delete takes
+            # them: two transactions never wait on each other in a circle.
+            if ok:
+                await repository.mark_succeeded(session, endpoint.id)
+            else:
+                disabled = await repository.mark_failed(
+                    session,
+                    endpoint.id,
+                    now,
+                    now - DISABLE_AFTER,
+                    f"Every delivery failed for {DISABLE_AFTER.days} days (last: {sent.error})"[
+                        :200
+                    ],
+                )
+            await repository.settle_message(
+                session, message.id, attempts=attempt, state=state_after
+            )
             await repository.record_attempt(
                 session,
                 {
@@ -273,21 +290,6 @@ class WebhookService:
                     "at": now,
                 },
             )
-            await repository.settle_message(
-                session, message.id, attempts=attempt, state=state_after
-            )
-            if ok:
-                await repository.mark_succeeded(session, endpoint.id)
-            else:
-                disabled = await repository.mark_failed(
-                    session,
-                    endpoint.id,
-                    now,
-                    now - DISABLE_AFTER,
-                    f"Every delivery failed for {DISABLE_AFTER.days} days (last: {sent.error})"[
-                        :200
-                    ],
-                )
         state.metrics.webhook_delivery["succeeded" if ok else "failed"].inc()
         log.info(
             "Webhook delivery",
