@@ -157,6 +157,9 @@ def prepare_database(env: dict[str, str]) -> None:
         # Earlier runs' load added rows; keep the table at the seeded size.
         psql("DELETE FROM inquiries WHERE user_agent <> 'bench'")
         psql("DELETE FROM subscribers WHERE source = 'footer'")
+        # An earlier run's webhook endpoint and queued jobs must not load this one.
+        psql("UPDATE webhook_endpoints SET deleted_at = now(), active = false")
+        psql("DELETE FROM pgqueuer")
         psql("VACUUM ANALYZE inquiries")
         psql("VACUUM ANALYZE subscribers")
 
