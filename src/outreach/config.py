@@ -22,10 +22,14 @@ SECRET_VARIABLES = (
     "DATABASE_PASSWORD",
     "REDIS_PASSWORD",
     "TOKEN_SECRET",
+    "SMTP_URL",
 )
 # Outside production, links in exports and mails point here unless PUBLIC_BASE_URL is set.
 DEVELOPMENT_BASE_URL = "http://127.0.0.1:3000"
 
+# Plain syntax check of configured addresses (visitors' addresses are checked by
+# email-validator in core/schemas.py).
+_ADDRESS = re.compile(r"[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 
 
@@ -97,6 +101,18 @@ class Settings(BaseSettings):
     # honoured whatever APP_ENV is, API.md section 13).
     webhook_allow_private: bool = False
 
+    # Mail (API.md section 12). SMTP_URL may hold a password: SecretStr, `_FILE` form.
+    # Unset outside production, mails are written as .eml files under VAR_DIR/outbox/.
+    smtp_url: SecretStr | None = None
+    mail_from: str = "Outreach <no-reply@localhost>"
+    subscribe_confirmation: Literal["single", "double"] = "single"
+    inquiry_notify_to: Annotated[list[str], NoDecode] = []
+    inquiry_ack: bool = False
+    # The business's name in mails and pages; by default MAIL_FROM's display name.
+    business_name: str | None = None
+    # The language of the staff notifications (visitors get theirs from Accept-Language).
+    staff_language: Literal["vi", "en"] = "vi"
+
     # Where local state lives in development: the SQLite file and the development signing key.
     var_dir: Path = Path("var")
     # Database pool size per process (PostgreSQL).
@@ -122,12 +138,50 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("cors_allow_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_allow_origins", "trusted_proxies", "inquiry_notify_to", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("inquiry_notify_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _ADDRESS.fullmatch(item):
+                raise ValueError(f"INQUIRY_NOTIFY_TO: {item!r} is not an email address")
+        return [item.lower() for item in value]
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        from email.headerregistry import Address
+        from email.utils import parseaddr
+
+        name, address = parseaddr(value.strip())
+        if not _ADDRESS.fullmatch(address):
+            raise ValueError("MAIL_FROM must be an address, such as Shop <no-reply@shop.example>")
+        return str(Address(display_name=name, addr_spec=address))
+
+    @field_validator("subscribe_confirmation", "staff_language", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        raw = value.get_secret_value().strip()
+        if not re.fullmatch(r"smtps?://[^/?#\s]+(\?[^#\s]*)?", raw):
+            # The value may hold a password: never repeated in the message.
+            raise ValueError(
+                "SMTP_URL must look like smtp://user:pass@host:587, smtps://host:465 or "
+                "smtp://host:25?tls=off"
+            )
+        return SecretStr(raw)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -223,6 +277,20 @@ class Settings(BaseSettings):
         return [part.strip().encode() for part in raw.split(",") if part.strip()]
 
     @property
+    def business(self) -> str:
+        """BUSINESS_NAME, or MAIL_FROM's display name, or "Outreach"."""
+        from email.utils import parseaddr
+
+        return self.business_name or parseaddr(self.mail_from)[0] or "Outreach"
+
+    @property
+    def sends_mail(self) -> bool:
+        """Whether anything here sends mail (and so needs SMTP_URL in production)."""
+        return bool(
+            self.inquiry_notify_to or self.inquiry_ack or self.subscribe_confirmation == "double"
+        )
+
+    @property
     def is_postgres(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
 
@@ -239,6 +307,12 @@ class Settings(BaseSettings):
             ("TOKEN_SECRET", self.token_secrets),
         ]
         missing = [name for name, value in required if not value]
+        if not missing and self.sends_mail and self.smtp_url is None:
+            # Without SMTP_URL, mails would go to .eml files nobody reads.
+            raise ConfigError(
+                "APP_ENV=production sends mail (SUBSCRIBE_CONFIRMATION=double, "
+                "INQUIRY_NOTIFY_TO or INQUIRY_ACK=true) only through SMTP_URL: set it"
+            )
         if missing:
             raise ConfigError(
                 "APP_ENV=production refuses the embedded defaults: set "

@@ -33,9 +33,13 @@ from outreach.http.routing import ContentTypeRoute, Handler, Router
 from outreach.idempotency.service import purge_expired
 from outreach.ids.leases import LeasedIds, LeaseError
 from outreach.ids.snowflake import SnowflakeGenerator
+from outreach.inquiries import jobs as inquiry_jobs
 from outreach.inquiries.router import router as inquiries_router
+from outreach.jobs import Registry
+from outreach.jobs import purge as purge_jobs
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
+from outreach.subscribers import jobs as subscriber_jobs
 from outreach.subscribers.router import router as subscribers_router
 from outreach.webhooks.router import router as webhooks_router
 from outreach.webhooks.service import register_jobs as register_webhook_jobs
@@ -49,8 +53,12 @@ DOMAIN_ROUTERS: tuple[Router, ...] = (
     statistics_router,
     webhooks_router,
 )
-# Each domain's job handlers, registered on the process's worker (State.jobs).
-DOMAIN_JOBS: tuple[Callable[[State], None], ...] = (register_webhook_jobs,)
+# Each domain's job handlers (jobs/), registered on the process's worker.
+DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (
+    inquiry_jobs.register,
+    subscriber_jobs.register,
+    register_webhook_jobs,
+)
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
 
@@ -69,6 +77,13 @@ async def _every(seconds: float, job: Any, name: str) -> None:
             await job()
         except Exception as exc:  # noqa: BLE001 - a periodic job must not die
             log.warning("Background job failed", job=name, error=type(exc).__name__)
+
+
+async def _purge(state: State) -> None:
+    """Hourly: expired idempotency keys, the queue's old log, the mailer's old decisions."""
+    await purge_expired(state.fastdb)
+    await purge_jobs(state.fastdb)
+    await state.mailer.purge()
 
 
 @contextlib.asynccontextmanager
@@ -92,9 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("Policy could not be loaded", error=type(exc).__name__)
     tasks = [
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
-        asyncio.create_task(
-            _every(PURGE_SECONDS, lambda: purge_expired(state.fastdb), "idempotency-purge")
-        ),
+        asyncio.create_task(_every(PURGE_SECONDS, lambda: _purge(state), "purge")),
     ]
     # Start-up objects (modules, models, compiled statements) never die: keep them out of
     # the collector's scans, and collect young objects less often (fewer p99 pauses).
@@ -169,9 +182,9 @@ def create_app(
         make_rate_limiter(settings.rate_limit_public, settings.redis_dsn),
     )
     state.outbox = webhook_service.queue_event  # events become webhook messages
-    for register in DOMAIN_JOBS:
-        register(state)
     app.state.outreach = state
+    for register in DOMAIN_JOBS:
+        register(state.jobs.registry, state)
 
     install_error_handlers(app)
     app.include_router(probe_router())

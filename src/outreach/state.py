@@ -26,6 +26,7 @@ from outreach.db.fast import FastDB, make_fastdb
 from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.jobs import Registry, Worker, make_worker
+from outreach.mail import Mailer
 from outreach.outbound.guard import OutboundClient
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
@@ -67,6 +68,7 @@ class State:
     # The job worker of this process (jobs/): domains register their handlers on
     # `jobs.registry` (main.DOMAIN_JOBS); the lifespan starts and stops it.
     jobs: Worker
+    mailer: Mailer  # called by the mail jobs' handlers (mail/)
     outbound: OutboundClient  # POSTs to user-given URLs (webhooks), SSRF-guarded
     outbox: Outbox = no_outbox
     shutting_down: bool = False
@@ -111,6 +113,7 @@ def build_state(
         cors_origins=settings.cors_allow_origins,
     )
     authorizer = Authorizer(engine)
+    fastdb = make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size)
     return State(
         settings=settings,
         metrics=metrics,
@@ -119,13 +122,14 @@ def build_state(
         ids=ids,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        fastdb=make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size),
+        fastdb=fastdb,
         redis=redis,
         rate_limiter=rate_limiter,
         authorizer=authorizer,
         realtime=realtime,
         events=Events(realtime, authorizer),
         jobs=make_worker(settings.sqlalchemy_url, engine, Registry(), metrics),
+        mailer=Mailer(settings, fastdb, metrics),
         outbound=OutboundClient(allow_private=settings.webhook_allow_private),
     )
 

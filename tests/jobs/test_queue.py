@@ -411,8 +411,7 @@ async def test_a_worker_whose_database_connection_dies_comes_back(db: QueueDB) -
     try:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND query ILIKE '%pgqueuer%'"
+            "WHERE datname = current_database() AND application_name = 'outreach-jobs'"
         )
     finally:
         await admin.close()

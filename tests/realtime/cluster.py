@@ -34,6 +34,9 @@ SOCKETIO_PATH = f"{BASE}/socket.io"
 NODE_CLIENT = Path(__file__).with_name("node_client.mjs")
 NODE_CACHE = REPO / "var" / "node"
 SOCKET_IO_CLIENT = "socket.io-client@4.8.4"
+# Drives headless Chromium (/usr/bin/chromium) for the browser tests; never downloads one.
+PLAYWRIGHT_CORE = "playwright-core@1.64.1"
+NODE_PACKAGES = (SOCKET_IO_CLIENT, PLAYWRIGHT_CORE)
 TRAEFIK_DIR = REPO / "deploy" / "traefik"
 STICKY_COOKIE = "outreach_sticky"
 
@@ -389,13 +392,18 @@ class Traefik:
 
 
 def node_modules() -> Path:
-    """socket.io-client installed once into var/node (npm, no lock file written)."""
+    """NODE_PACKAGES installed once into var/node (npm, no lock file written), all in one
+    command: a later `npm install X` there would remove what it was not asked for."""
     NODE_CACHE.mkdir(parents=True, exist_ok=True)
-    package = NODE_CACHE / "node_modules" / "socket.io-client" / "package.json"
-    wanted = SOCKET_IO_CLIENT.rsplit("@", 1)[1]
+
+    def installed(spec: str) -> bool:
+        name, _, version = spec.rpartition("@")
+        package = NODE_CACHE / "node_modules" / name / "package.json"
+        return package.exists() and json.loads(package.read_text())["version"] == version
+
     with (NODE_CACHE / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs install once
-        if not package.exists() or json.loads(package.read_text())["version"] != wanted:
+        if not all(installed(spec) for spec in NODE_PACKAGES):
             npm = shutil.which("npm")
             assert npm, "npm is required (Node 20)"
             result = subprocess.run(
@@ -408,13 +416,14 @@ def node_modules() -> Path:
                     "--no-fund",
                     "--prefix",
                     str(NODE_CACHE),
-                    SOCKET_IO_CLIENT,
+                    *NODE_PACKAGES,
                 ],
                 cwd=NODE_CACHE,
                 capture_output=True,
                 text=True,
-                timeout=180,
+                timeout=300,
                 check=False,
+                env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
             )
             assert result.returncode == 0, f"npm install failed:\n{result.stderr[-2000:]}"
     assert not (NODE_CACHE / "package-lock.json").exists()

@@ -60,14 +60,19 @@ async def add_inquiries(
 
 
 async def add_subscriber(
-    api: Api, subscribed: datetime, left: datetime | None = None, *, deleted: bool = False
+    api: Api,
+    subscribed: datetime,
+    left: datetime | None = None,
+    *,
+    deleted: bool = False,
+    pending: bool = False,
 ) -> None:
     async with api.state.sessionmaker() as session:
         session.add(
             Subscriber(
                 id=api.state.ids.next_id(),
                 email=f"stat-{uuid.uuid4().hex[:12]}@example.com",
-                status="UNSUBSCRIBED" if left else "ACTIVE",
+                status="PENDING" if pending else "UNSUBSCRIBED" if left else "ACTIVE",
                 subscribed_at=subscribed,
                 unsubscribed_at=left,
                 unsubscribe_selector=new_selector(),
@@ -467,8 +472,10 @@ async def test_subscriber_totals_and_series(api: Api) -> None:
     await add_subscriber(api, utc("2031-07-31T12:00:00"), utc("2031-08-02T17:00:00"))
     await add_subscriber(api, utc("2031-08-02T00:00:00"), deleted=True)  # not counted
     await add_subscriber(api, utc("2031-08-01T00:00:00"), utc("2031-08-02T00:00:00"), deleted=True)
+    # Double opt-in, not confirmed: counted as pending today, not as a subscription.
+    await add_subscriber(api, utc("2031-08-02T03:00:00"), pending=True)
     body = await get(api, SUB, **params)
-    assert set(body) == {"range", "active", "unsubscribed", "series"}
+    assert set(body) == {"range", "active", "unsubscribed", "pending", "series"}
     assert body["range"] == {"from": "2031-08-01", "to": "2031-08-03", "interval": "day", "tz": tz}
     assert body["series"] == [
         {"bucket": "2031-08-01", "subscribed": 1, "unsubscribed": 0},
@@ -481,11 +488,13 @@ async def test_subscriber_totals_and_series(api: Api) -> None:
     ]
     assert body["active"] - before["active"] == 1
     assert body["unsubscribed"] - before["unsubscribed"] == 2
+    assert body["pending"] - before["pending"] == 1
     # Totals are today's, whatever the range.
     elsewhere = await get(api, SUB, **{"from": "2031-01-01", "to": "2031-01-02"})
-    assert (elsewhere["active"], elsewhere["unsubscribed"]) == (
+    assert (elsewhere["active"], elsewhere["unsubscribed"], elsewhere["pending"]) == (
         body["active"],
         body["unsubscribed"],
+        body["pending"],
     )
 
     weekly = await get(api, SUB, **params, interval="week")

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from outreach.subscribers.models import Subscriber
-from outreach.subscribers.tokens import make_token, token_secrets
+from outreach.subscribers.tokens import CONFIRM, make_token, token_secrets
 from tests.subscribers.helpers import Watch, apis
 from tests.support import PG_ADMIN
 
@@ -29,15 +29,23 @@ def _watch(request: pytest.FixtureRequest) -> Iterator[Watch]:
 @pytest.fixture(autouse=True)
 async def no_response_carries_a_token(_watch: Watch) -> AsyncIterator[None]:
     """Every response of the test (CSV exports aside) is checked for every subscriber's
-    token, derived from its selector (tokens are not stored)."""
+    unsubscribe and confirm token, derived from its selectors (tokens are not stored): none
+    may appear unless its own request carried it (the page of a mail's link)."""
     yield
     tokens: set[str] = set()
     for api in _watch.apis:
+        secrets = token_secrets(api.settings)
         async with api.state.sessionmaker() as session:
-            selectors = (await session.scalars(select(Subscriber.unsubscribe_selector))).all()
-            tokens |= {make_token(token_secrets(api.settings), s) for s in selectors}
-    leaked = [t for t in tokens if any(t in body for body in _watch.bodies)]
-    assert leaked == [], "an unsubscribe token appeared in a response"
+            rows = (
+                await session.execute(
+                    select(Subscriber.unsubscribe_selector, Subscriber.confirm_selector)
+                )
+            ).all()
+        for unsubscribe, confirm in rows:
+            tokens.add(make_token(secrets, unsubscribe))
+            if confirm:
+                tokens.add(make_token(secrets, confirm, purpose=CONFIRM))
+    assert _watch.leaked(tokens) == [], "a token appeared in a response"
 
 
 @pytest.fixture

@@ -44,16 +44,31 @@ def apis(request: pytest.FixtureRequest) -> list[Api]:
 
 
 class Watch:
-    """The responses a test received, by the apps it used."""
+    """The responses a test received, by the apps it used, each with what its request sent
+    (a page behind a mail's link holds the token its URL carried, and nothing else)."""
 
     def __init__(self, apis: list[Api]) -> None:
         self.apis = apis
         self.bodies: list[str] = []
+        self.sent: list[str] = []
 
     async def keep(self, response: httpx.Response) -> None:
         await response.aread()
         if not response.headers.get("content-type", "").startswith("text/csv"):
             self.bodies.append(response.text)
+            request = response.request
+            self.sent.append(str(request.url) + request.content.decode(errors="replace"))
+
+    def leaked(self, tokens: set[str]) -> list[str]:
+        """Tokens found in a response whose request did not carry them."""
+        return [
+            token
+            for token in tokens
+            if any(
+                token in body and token not in sent
+                for body, sent in zip(self.bodies, self.sent, strict=True)
+            )
+        ]
 
 
 async def record_events(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.selectable import CTE
 
 from outreach.db.outage import is_database_outage
 
@@ -60,10 +61,7 @@ class Grouped:
         self.also = also
 
 
-def unnest_insert(table: Table) -> postgresql.Insert:
-    """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
-    own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
-    names = [c.name for c in table.columns]
+def _arrays(table: Table, extra: dict[str, Any]) -> list[Any]:
     # Unbounded element types: a cast to varchar(n)[] would truncate a value that is too
     # long, where the single-row INSERT refuses it; the INSERT's own cast refuses it here too.
     arrays = [
@@ -73,7 +71,23 @@ def unnest_insert(table: Table) -> postgresql.Insert:
         )
         for c in table.columns
     ]
-    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+    return arrays + [bindparam(name, type_=postgresql.ARRAY(kind)) for name, kind in extra.items()]
+
+
+def unnest_rows(table: Table, extra: dict[str, Any]) -> CTE:
+    """`WITH u AS (SELECT * FROM unnest(...))`: every column of `table` and each of `extra`
+    (name: element type) bound as an array under its own name; for a many-row form that
+    writes `table` and something else from the same rows (inquiries/repository.py)."""
+    names = [c.name for c in table.columns] + list(extra)
+    rows = func.unnest(*_arrays(table, extra)).table_valued(*names).render_derived(name="u")
+    return select(*rows.c).cte("u")
+
+
+def unnest_insert(table: Table) -> postgresql.Insert:
+    """`INSERT INTO table SELECT FROM unnest(...)`: every column bound as an array under its
+    own name, the many-row form of an INSERT that binds every column (PostgreSQL)."""
+    names = [c.name for c in table.columns]
+    rows = func.unnest(*_arrays(table, {})).table_valued(*names).render_derived(name="u")
     return postgresql.insert(table).from_select(names, select(*(rows.c[n] for n in names)))
 
 

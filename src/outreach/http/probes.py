@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from outreach.db.fast import AsyncpgDB
 from outreach.db.migrate import current_revision, head_revision
+from outreach.jobs import stats as queue_stats
 from outreach.state import State, state_of
 
 CHECK_TIMEOUT = 2.0
@@ -96,6 +97,26 @@ def probe_router() -> APIRouter:
     return router
 
 
+async def _queue_gauges(state: State) -> None:
+    """The queue as the database holds it (the same on every replica), at each scrape. A
+    database that does not answer within CHECK_TIMEOUT leaves the last values."""
+    m = state.metrics
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT), state.fastdb.reading() as conn:
+            found = {s.kind: s for s in await queue_stats(conn)}
+    except Exception:  # noqa: BLE001 - a scrape must still answer
+        return
+    depth = 0
+    for kind in {*state.jobs.registry.kinds(), *found}:
+        stats = found.get(kind)
+        m.jobs_queued.labels(kind=kind).set(stats.queued if stats else 0)
+        m.jobs_oldest.labels(kind=kind).set(round(stats.oldest_seconds, 3) if stats else 0)
+        m.jobs_failed.labels(kind=kind).set(stats.failed if stats else 0)
+        if kind.startswith("mail.") and stats is not None:
+            depth += stats.queued
+    m.mail_queue_depth.set(depth)
+
+
 def metrics_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -114,6 +135,7 @@ def metrics_router() -> APIRouter:
             m.db_pool_size.labels("asyncpg").set(stats.size)
             m.db_pool_checked_out.labels("asyncpg").set(stats.in_use)
             m.db_pool_waiters.labels("asyncpg").set(stats.waiters)
+        await _queue_gauges(state)
         body, content_type = m.render()
         return Response(body, media_type=content_type)
 

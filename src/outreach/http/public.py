@@ -76,6 +76,7 @@ class Caller:
     state: State
     client_ip: str
     user_agent: str | None
+    accept_language: str | None  # the language of the mails a visitor gets
 
 
 async def public_caller(request: Request) -> Caller:
@@ -85,7 +86,7 @@ async def public_caller(request: Request) -> Caller:
     ip = client_ip(request, state.settings.trusted_proxies)
     if state.rate_limiter is not None:
         await state.rate_limiter.check(ip)
-    return Caller(state, ip, user_agent(request))
+    return Caller(state, ip, user_agent(request), request.headers.get("accept-language"))
 
 
 def answer(outcome: Outcome[Any]) -> Response:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.db.base import get_row, table_of
-from outreach.db.batch import Grouped, unnest_insert
+from outreach.db.batch import Grouped, unnest_insert, unnest_rows
 from outreach.db.fast import FastConn, FastDB, Row
 from outreach.db.listing import ListQuery, fetch_page
 from outreach.inquiries.models import Inquiry, InquiryStatus
@@ -30,11 +30,13 @@ _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
 INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
 
-# `inquiry.sent` fans out as a job (jobs/), queued by the submit's own statement: a SENT
-# inquiry's job is committed with it or not at all. Only while a webhook endpoint listens
-# for it (a read of that small table inside the statement, so an endpoint made on any
-# replica counts at once); the webhooks domain handles the job.
-SENT_EVENT = "inquiry.sent"
+# The job a stored SENT inquiry causes (inquiries/jobs.py: its mails and its webhooks),
+# queued by the same statement as the row: one round trip, one commit, and the burst's
+# single statement fires pgqueuer's wake-up trigger once.
+SENT_JOB = "inquiry.sent"
+# Without mail to send, the job is queued only while a webhook endpoint listens for the
+# event: a read of that small table inside the statement, so an endpoint made on any replica
+# counts at once, and a service without webhooks queues nothing.
 _LISTENED = {
     "postgresql": text(
         "EXISTS (SELECT 1 FROM webhook_endpoints WHERE active AND deleted_at IS NULL"
@@ -57,7 +59,7 @@ def _with_fan_out(written: Any) -> Any:
         literal("UTF8"),
     )
     where = and_(rows.c.status == InquiryStatus.SENT.value, _LISTENED["postgresql"])
-    return job_insert("postgresql", SENT_EVENT, payload, source=rows, where=where).add_cte(rows)
+    return job_insert("postgresql", SENT_JOB, payload, source=rows, where=where).add_cte(rows)
 
 
 def _sqlite_fan_out() -> Any:
@@ -68,18 +70,51 @@ def _sqlite_fan_out() -> Any:
         _t.c.status == InquiryStatus.SENT.value,
         _LISTENED["sqlite"],
     )
-    return job_insert("sqlite", SENT_EVENT, payload, source=_t, where=where)
+    return job_insert("sqlite", SENT_JOB, payload, source=_t, where=where)
 
 
-# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT (and its jobs).
+# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT (and the jobs
+# of the webhooks listening).
 INSERT_GROUPED = {
     "postgresql": Grouped(_with_fan_out(INSERT), _with_fan_out(unnest_insert(_t))),
     "sqlite": Grouped(INSERT, also=(_sqlite_fan_out(),)),
 }
 
+# With mail to send, every SENT inquiry's job; `job_payload` is its JSON.
+_PAYLOAD = bindparam("job_payload", type_=LargeBinary)
 
-async def insert_row(conn: FastConn, dialect: str, row: dict[str, Any]) -> None:
-    await conn.execute_grouped(INSERT_GROUPED[dialect], row)
+
+def _many_with_job() -> Any:
+    rows = unnest_rows(_t, {"job_payload": LargeBinary()})
+    stored = insert(_t).from_select(COLUMNS, select(*(rows.c[n] for n in COLUMNS))).cte("ins")
+    return job_insert("postgresql", SENT_JOB, rows.c.job_payload, source=rows).add_cte(stored)
+
+
+INSERT_WITH_JOB = {
+    # WITH ins AS (INSERT INTO inquiries ...) INSERT INTO pgqueuer ...: one statement.
+    "postgresql": Grouped(
+        job_insert("postgresql", SENT_JOB, _PAYLOAD).add_cte(INSERT.cte("ins")),
+        _many_with_job(),
+    ),
+    # SQLite has no data-modifying CTE: the job's INSERT follows in the same transaction.
+    "sqlite": Grouped(INSERT, also=(job_insert("sqlite", SENT_JOB, _PAYLOAD),)),
+}
+GET = select(_t).where(_t.c.id == bindparam("p_id"))
+
+
+async def insert_row(
+    conn: FastConn, dialect: str, row: dict[str, Any], *, job_payload: bytes | None = None
+) -> None:
+    """Store a submitted inquiry; with `job_payload`, queue its `inquiry.sent` job with it."""
+    if job_payload is None:
+        await conn.execute_grouped(INSERT_GROUPED[dialect], row)
+    else:
+        await conn.execute_grouped(INSERT_WITH_JOB[dialect], {**row, "job_payload": job_payload})
+
+
+async def find(db: FastConn, inquiry_id: int) -> Row | None:
+    """An inquiry by id, deleted or not (the jobs read what they mail)."""
+    return await db.fetchrow(GET, {"p_id": inquiry_id})
 
 
 async def get(

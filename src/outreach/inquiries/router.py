@@ -27,6 +27,7 @@ from outreach.inquiries.schemas import (
 )
 from outreach.inquiries.service import inquiry as inquiry_service
 from outreach.state import StateDep
+from outreach.templates import pick_language
 
 router = Router()
 ADMIN = problem_responses(401, 403, 422, 503)
@@ -58,6 +59,7 @@ async def submit_inquiry(request: Request) -> Response:
         client_ip=caller.client_ip,
         user_agent=caller.user_agent,
         idempotency_key=key,
+        language=pick_language(caller.accept_language),
     )
     return answer(outcome)
 

@@ -16,6 +16,7 @@ from outreach.db.fast import FastConn
 from outreach.db.listing import ListQuery, page_body
 from outreach.idempotency.service import Outcome, run_once
 from outreach.inquiries import repository
+from outreach.inquiries.jobs import wants_sent_job
 from outreach.inquiries.models import TRANSITIONS, Inquiry, InquiryStatus
 from outreach.inquiries.schemas import (
     BulkStatus,
@@ -27,7 +28,9 @@ from outreach.inquiries.schemas import (
     submitted_json,
     updated_json,
 )
+from outreach.jobs import payload_bytes
 from outreach.state import State
+from outreach.templates import Language
 
 
 def new_row(
@@ -64,13 +67,20 @@ class InquiryService:
         client_ip: str | None,
         user_agent: str | None,
         idempotency_key: str | None,
+        language: Language = "vi",
     ) -> Outcome[None]:
         row = new_row(state.ids.next_id(), body, client_ip=client_ip, user_agent=user_agent)
         # Every submit is answered the same, honeypot included.
         answer = orjson.dumps(submitted_json(row["id"], row["created_at"]))
+        # A SENT inquiry's mails and webhooks are a job queued by the INSERT's own statement
+        # (same commit); a honeypot queues nothing, nor does a service that mails nobody
+        # while no webhook listens (repository.INSERT_GROUPED).
+        job = None
+        if row["status"] == InquiryStatus.SENT and wants_sent_job(state.settings):
+            job = payload_bytes({"inquiryId": str(row["id"]), "lang": language})
 
         async def work(conn: FastConn) -> tuple[int, bytes, None]:
-            await repository.insert_row(conn, state.fastdb.dialect, row)
+            await repository.insert_row(conn, state.fastdb.dialect, row, job_payload=job)
             return 201, answer, None
 
         # Hashed only with an Idempotency-Key (idempotency/service.py).

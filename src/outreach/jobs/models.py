@@ -66,4 +66,5 @@ jobs = Table(
     Column("locked_until", Float),
     Column("error", Text),
     Index("ix_jobs_status_run_at", "status", "run_at"),
+    sqlite_autoincrement=True,  # ids never reused: handlers may name things by them
 )

@@ -49,6 +49,9 @@ class Worker(Protocol):
     async def wait_started(self, timeout: float = 10.0) -> None: ...
 
 
+APPLICATION_NAME = "outreach-jobs"
+
+
 class JobFailed(Exception):
     """pgqueuer's signal for a failed job kept in its table (`on_failure="hold"`)."""
 
@@ -201,7 +204,13 @@ class PgWorker(_Base):
         while not self._stopping.is_set():
             conn: Any = None
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5, command_timeout=30)
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=5,
+                    command_timeout=30,
+                    # Named in pg_stat_activity: the worker's LISTEN connection, one a process.
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
                 qm = QueueManager(Queries(AsyncpgDriver(conn)))
                 for kind in self.registry.kinds():
                     qm.entrypoint(kind, on_failure="hold")(self._entrypoint)
@@ -341,8 +350,7 @@ class SqliteWorker(_Base):
             update(t)
             .where(mine)
             .values(
-                status="failed",
-                attempts=t.c.attempts + 1,
+                status="failed",  # `attempts` counts the retries, as pgqueuer's does
                 locked_by=None,
                 locked_until=None,
                 error=bindparam("p_error"),

@@ -51,4 +51,5 @@ class SubscriberStatistics(OutModel):
     range: Range
     active: int
     unsubscribed: int
+    pending: int  # double opt-in: subscribed, not yet confirmed (API.md section 12)
     series: list[SubscriberBucket]

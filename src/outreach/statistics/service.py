@@ -304,7 +304,10 @@ class StatisticsService:
     async def subscribers(self, session: AsyncSession, win: Window) -> SubscriberStatistics:
         live = [Subscriber.deleted_at.is_(None)]
         table = Subscriber.__table__
-        subscribed = await _series(session, table.c.subscribed_at, live, win)
+        # A PENDING subscriber (double opt-in) has not subscribed yet: counted at its
+        # confirmation, which sets subscribedAt.
+        confirmed = [*live, Subscriber.status != SubscriberStatus.PENDING.value]
+        subscribed = await _series(session, table.c.subscribed_at, confirmed, win)
         left = await _series(session, table.c.unsubscribed_at, live, win)
         totals = dict(
             (
@@ -317,6 +320,7 @@ class StatisticsService:
             range=win.range(),
             active=int(totals.get(SubscriberStatus.ACTIVE.value, 0)),
             unsubscribed=int(totals.get(SubscriberStatus.UNSUBSCRIBED.value, 0)),
+            pending=int(totals.get(SubscriberStatus.PENDING.value, 0)),
             series=[
                 SubscriberBucket(
                     bucket=b.isoformat(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, text
@@ -42,6 +42,9 @@ class Subscriber(Base):
     # when the subscriber leaves (cleared).
     confirm_selector: Mapped[str | None] = mapped_column(String(32))
     confirm_expires_at: Mapped[datetime | None]
+    # The language of the mails sent to this address (vi, en): the Accept-Language of its
+    # latest public subscribe; NULL (Vietnamese) when staff added it. Not part of its JSON.
+    language: Mapped[str | None] = mapped_column(String(8))
     search_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -81,19 +84,47 @@ def subscribed(now: Any) -> dict[str, Any]:
 
 
 def unsubscribed(now: Any) -> dict[str, Any]:
-    """Leaving: the public token route and PATCH to UNSUBSCRIBED."""
+    """Leaving: the public token route and PATCH to UNSUBSCRIBED. A confirm token dies too."""
     return {
         "status": SubscriberStatus.UNSUBSCRIBED.value,
         "unsubscribed_at": now,
+        "updated_at": now,
+        "confirm_selector": None,
+        "confirm_expires_at": None,
+    }
+
+
+# A confirm link works for 72 hours (API.md section 12).
+CONFIRM_TTL = timedelta(hours=72)
+
+
+def pending(now: datetime) -> dict[str, Any]:
+    """Double opt-in: asked for, not yet confirmed. A new confirm selector valid 72 h (the
+    grouped upsert keeps the one already mailed while it is valid: repository.py), and a
+    new unsubscribe selector (which also names the request in a grouped batch)."""
+    return {
+        "status": SubscriberStatus.PENDING.value,
+        "unsubscribe_selector": new_selector(),
+        "legacy_token_hash": None,
+        "confirm_selector": new_selector(),
+        "confirm_expires_at": now + CONFIRM_TTL,
         "updated_at": now,
     }
 
 
 def new_row(
-    subscriber_id: int, email: str, name: str | None, source: str | None, now: datetime
+    subscriber_id: int,
+    email: str,
+    name: str | None,
+    source: str | None,
+    now: datetime,
+    *,
+    confirm: bool = False,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """Every column of a new subscriber (public subscribe and admin create)."""
-    return {
+    """Every column of a new subscriber (public subscribe and admin create): ACTIVE, or
+    with `confirm` (double opt-in) PENDING, its `subscribed_at` set again at confirmation."""
+    row = {
         "id": subscriber_id,
         "email": email,
         "name": name,
@@ -103,5 +134,9 @@ def new_row(
         "deleted_at": None,
         "confirm_selector": None,
         "confirm_expires_at": None,
+        "language": language,
         **subscribed(now),
     }
+    if confirm:
+        row.update(pending(now))
+    return row

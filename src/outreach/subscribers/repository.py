@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, select, update
+from sqlalchemy import (
+    LargeBinary,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outreach.db.base import get_row, table_of
+from outreach.db.base import get_row, table_of, utcnow
 from outreach.db.batch import Grouped, unnest_insert
 from outreach.db.fast import FastConn, FastDB, Row
-from outreach.db.listing import ListQuery, fetch_page, list_filter, rows_statement
-from outreach.subscribers.models import Subscriber, SubscriberStatus, subscribed, unsubscribed
+from outreach.db.listing import ListQuery, Shape, fetch_page, list_filter, rows_statement
+from outreach.jobs import job_insert
+from outreach.subscribers.models import (
+    Subscriber,
+    SubscriberStatus,
+    pending,
+    subscribed,
+    unsubscribed,
+)
+from outreach.subscribers.tokens import new_selector
 
 _t = table_of(Subscriber)
 COLUMNS = tuple(c.name for c in _t.columns)
@@ -22,42 +42,129 @@ PUBLIC_NAMES = tuple(c.name for c in PUBLIC_COLUMNS)
 _SUBSCRIBED = tuple(subscribed(None))  # the columns a subscription writes
 
 
+_PENDING_SET = tuple(pending(utcnow()))  # the columns a double opt-in subscribe writes
+
+
+def _kept_details(new: Any) -> dict[str, Any]:
+    # A resubscribe keeps the old name and source unless new ones are given (and its search
+    # text with them: the email is the same).
+    return {
+        "name": func.coalesce(new.name, _t.c.name),
+        "source": func.coalesce(new.source, _t.c.source),
+        "search_text": case((new.name.is_(None), _t.c.search_text), else_=new.search_text),
+        "language": func.coalesce(new.language, _t.c.language),
+    }
+
+
 def _upsert(stmt: Any) -> Any:
-    """New: inserted ACTIVE. UNSUBSCRIBED: back to ACTIVE with the new row's subscription
-    values (models.subscribed: a new selector, so the old token dies). ACTIVE: the WHERE
-    leaves it untouched and nothing is returned."""
+    """Single opt-in. New: inserted ACTIVE. UNSUBSCRIBED (or PENDING, left from double
+    opt-in): ACTIVE with the new row's subscription values (models.subscribed: a new
+    selector, so the old token dies). ACTIVE: the WHERE leaves it untouched and nothing is
+    returned."""
     new = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=["email"],
         index_where=_t.c.deleted_at.is_(None),
+        set_={**{name: new[name] for name in _SUBSCRIBED}, **_kept_details(new)},
+        where=_t.c.status != SubscriberStatus.ACTIVE.value,
+    ).returning(*PUBLIC_COLUMNS)
+
+
+def _upsert_pending(stmt: Any) -> Any:
+    """Double opt-in (API.md section 12). New: inserted PENDING. UNSUBSCRIBED: PENDING with a
+    new confirm selector. PENDING: stays so, keeping the confirm selector already mailed while
+    it is valid (a new one never kills it), a new one once it expired. Every row returned is
+    PENDING and gets its `subscribe-confirm` mail. ACTIVE: untouched, nothing returned."""
+    new = stmt.excluded
+    keep = (_t.c.status == SubscriberStatus.PENDING.value) & (
+        _t.c.confirm_expires_at > new.updated_at
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["email"],
+        index_where=_t.c.deleted_at.is_(None),
         set_={
-            **{name: new[name] for name in _SUBSCRIBED},
-            # A resubscribe keeps the old name and source unless new ones are given (and its
-            # search text with them: the email is the same).
-            "name": func.coalesce(new.name, _t.c.name),
-            "source": func.coalesce(new.source, _t.c.source),
-            "search_text": case((new.name.is_(None), _t.c.search_text), else_=new.search_text),
+            **{name: new[name] for name in _PENDING_SET},
+            "confirm_selector": case((keep, _t.c.confirm_selector), else_=new.confirm_selector),
+            "confirm_expires_at": case(
+                (keep, _t.c.confirm_expires_at), else_=new.confirm_expires_at
+            ),
+            **_kept_details(new),
         },
-        where=_t.c.status == SubscriberStatus.UNSUBSCRIBED.value,
+        where=_t.c.status != SubscriberStatus.ACTIVE.value,
     ).returning(*PUBLIC_COLUMNS)
 
 
 def _one_row(insert: Any) -> Any:
-    return _upsert(insert(_t).values({name: bindparam(name) for name in COLUMNS}))
+    return insert(_t).values({name: bindparam(name) for name in COLUMNS})
 
+
+CONFIRM_JOB = "mail.subscribe-confirm"
+
+
+def _with_confirm_job(upsert: Any) -> Any:
+    """`WITH up AS (upsert RETURNING ...), job AS (INSERT INTO pgqueuer ...) SELECT * FROM up`:
+    the confirm mail's job queued by the subscribe's own statement, one per PENDING row."""
+    up = upsert.cte("up")
+    payload = func.convert_to(
+        cast(func.json_build_object(literal_column("'subscriberId'"), cast(up.c.id, Text)), Text),
+        literal_column("'UTF8'"),
+    )
+    job = job_insert(
+        "postgresql",
+        CONFIRM_JOB,
+        payload,
+        source=up,
+        where=up.c.status == literal_column("'PENDING'"),
+    ).cte("job")
+    return select(*up.c).add_cte(job)
+
+
+_SQLITE_CONFIRM_JOB = job_insert(
+    "sqlite",
+    CONFIRM_JOB,
+    cast(func.json_object(literal_column("'subscriberId'"), cast(_t.c.id, Text)), LargeBinary),
+    source=_t,
+    # The row this request's upsert wrote (its new selector), if it is PENDING.
+    where=(_t.c.unsubscribe_selector == bindparam("unsubscribe_selector"))
+    & (_t.c.status == literal_column("'PENDING'")),
+)
 
 # Group commit on PostgreSQL (db/batch.py): each request finds its row by its new selector.
 SUBSCRIBE = {
     "postgresql": Grouped(
-        _one_row(postgresql.insert),
+        _upsert(_one_row(postgresql.insert)),
         _upsert(unnest_insert(_t)),
         match="unsubscribe_selector",
         distinct="email",
     ),
-    "sqlite": Grouped(_one_row(sqlite.insert)),
+    "sqlite": Grouped(_upsert(_one_row(sqlite.insert))),
 }
-FIND_BY_SELECTOR = select(_t.c.id, _t.c.legacy_token_hash, _t.c.status).where(
+SUBSCRIBE_CONFIRMED = {
+    "postgresql": Grouped(
+        _with_confirm_job(_upsert_pending(_one_row(postgresql.insert))),
+        _with_confirm_job(_upsert_pending(unnest_insert(_t))),
+        match="unsubscribe_selector",
+        distinct="email",
+    ),
+    "sqlite": Grouped(_upsert_pending(_one_row(sqlite.insert)), also=(_SQLITE_CONFIRM_JOB,)),
+}
+FIND_BY_SELECTOR = select(_t.c.id, _t.c.legacy_token_hash, _t.c.status, _t.c.email).where(
     _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
+)
+FIND_BY_CONFIRM = select(_t.c.id, _t.c.status, _t.c.email, _t.c.confirm_expires_at).where(
+    _t.c.confirm_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
+)
+GET_LIVE = select(*PUBLIC_COLUMNS).where(_t.c.id == bindparam("sid"), _t.c.deleted_at.is_(None))
+CONFIRM = (
+    update(_t)
+    .where(
+        _t.c.id == bindparam("sid"),
+        _t.c.status == SubscriberStatus.PENDING.value,
+        _t.c.deleted_at.is_(None),
+    )
+    # models.subscribed, with the new unsubscribe selector bound per request.
+    .values({**subscribed(bindparam("now")), "unsubscribe_selector": bindparam("new_selector")})
+    .returning(*PUBLIC_COLUMNS)
 )
 UNSUBSCRIBE = (
     update(_t)
@@ -71,13 +178,31 @@ UNSUBSCRIBE = (
 )
 
 
-async def subscribe(conn: FastConn, dialect: str, row: dict[str, Any]) -> Row | None:
-    """The subscriber when it became ACTIVE (new or back); None when it already was."""
-    return await conn.fetch_grouped(SUBSCRIBE[dialect], row)
+async def subscribe(
+    conn: FastConn, dialect: str, row: dict[str, Any], *, confirm: bool = False
+) -> Row | None:
+    """The subscriber when it became ACTIVE (new or back), or, with `confirm` (double
+    opt-in), PENDING (its confirm mail queued); None when it was ACTIVE already."""
+    return await conn.fetch_grouped((SUBSCRIBE_CONFIRMED if confirm else SUBSCRIBE)[dialect], row)
 
 
 async def find_by_selector(db: FastDB, selector: str) -> Row | None:
     return await db.fetchrow(FIND_BY_SELECTOR, {"selector": selector})
+
+
+async def find_by_confirm_selector(db: FastDB, selector: str) -> Row | None:
+    return await db.fetchrow(FIND_BY_CONFIRM, {"selector": selector})
+
+
+async def get_live(db: FastConn, subscriber_id: int) -> Row | None:
+    return await db.fetchrow(GET_LIVE, {"sid": subscriber_id})
+
+
+async def confirm(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
+    """PENDING to ACTIVE (`subscribedAt` the confirmation time); None if it was not PENDING."""
+    return await db.fetchrow(
+        CONFIRM, {"sid": subscriber_id, "now": now, "new_selector": new_selector()}
+    )
 
 
 async def unsubscribe(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
@@ -120,10 +245,19 @@ EXPORT_COLUMNS = (
 )
 
 
+@lru_cache(maxsize=256)
+def _export_statement(shape: Shape) -> Select[Any]:
+    # PENDING subscribers never asked twice: not on the mailing list (API.md section 12).
+    return rows_statement(_t, EXPORT_COLUMNS, shape).where(
+        _t.c.status != SubscriberStatus.PENDING.value
+    )
+
+
 def export_query(
     dialect: str, query: ListQuery, statuses: Sequence[SubscriberStatus] | None
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """Every row the list with the same filters shows, with the selector of its link."""
+    """Every row the list with the same filters shows, but PENDING ones, with the selector
+    of its link."""
     names = [s.value for s in statuses] if statuses else None
     shape, params = list_filter(dialect, query, statuses=names)
-    return rows_statement(_t, EXPORT_COLUMNS, shape), params
+    return _export_statement(shape), params

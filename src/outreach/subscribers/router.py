@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 from fastapi import Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from outreach.auth.principal import AuthPrincipal
 from outreach.core.errors import (
     BadRequest,
+    NotFound,
+    OutreachError,
+    Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
     problem_responses,
 )
 from outreach.core.schemas import json_data
 from outreach.db.listing import ListQuery
+from outreach.db.outage import is_database_outage
 from outreach.http.deps import SessionDep, require
+from outreach.http.pages import HTML_DOC, error_page, page, prefers_html
 from outreach.http.params import SnowflakeId, include_deleted_dependency, list_query_dependency
 from outreach.http.public import answer, idempotency_key, json_body_doc, public_caller
 from outreach.http.routing import FORM_TYPES, Router, is_json, media_type, parse_json, read_json
-from outreach.state import StateDep
+from outreach.state import State, StateDep
 from outreach.subscribers.export import ExportResponse, start_export
 from outreach.subscribers.models import SubscriberStatus
 from outreach.subscribers.schemas import (
     Accepted,
+    Confirmed,
+    ConfirmIn,
     SubscribeIn,
     SubscriberCreate,
     SubscriberOut,
@@ -38,6 +46,7 @@ from outreach.subscribers.schemas import (
     subscriber_json,
 )
 from outreach.subscribers.service import subscriber as subscriber_service
+from outreach.templates import mask_email, pick_language
 
 router = Router()
 
@@ -52,6 +61,7 @@ IncludeDeleted = Annotated[bool, include_deleted_dependency("subscribers")]
 StatusFilter = Annotated[list[SubscriberStatus] | None, Query(description="Repeatable")]
 
 UNSUBSCRIBED = orjson.dumps({"status": "UNSUBSCRIBED"})
+CONFIRMED = orjson.dumps({"status": "ACTIVE"})
 _UNSUBSCRIBE_BODY: dict[str, Any] = {
     "required": False,
     "content": {
@@ -63,6 +73,20 @@ _UNSUBSCRIBE_BODY: dict[str, Any] = {
                     "token": {"type": "string", "maxLength": 128},
                     "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]},
                 },
+            }
+        },
+    },
+}
+
+
+_CONFIRM_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {
+        "application/json": {"schema": ConfirmIn.model_json_schema()},
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "properties": {"token": {"type": "string", "maxLength": 128}},
             }
         },
     },
@@ -82,10 +106,18 @@ async def subscribe(request: Request) -> Response:
     caller = await public_caller(request)
     key = idempotency_key(request)
     body = await read_json(request, SubscribeIn)
-    return answer(await subscriber_service.subscribe(caller.state, body, idempotency_key=key))
+    outcome = await subscriber_service.subscribe(
+        caller.state, body, idempotency_key=key, language=pick_language(caller.accept_language)
+    )
+    return answer(outcome)
 
 
-async def _token_from_body(request: Request) -> str | None:
+class _Posted(NamedTuple):
+    token: str | None
+    page_form: bool  # a form that is not RFC 8058's one-click body: a person's button
+
+
+async def _token_from_body(request: Request) -> _Posted:
     """The token of a JSON or form body (RFC 8058 one-click posts a form); None without."""
     kind = media_type(request)
     if kind and kind not in FORM_TYPES and not is_json(kind):
@@ -96,13 +128,54 @@ async def _token_from_body(request: Request) -> str | None:
         except (HTTPException, MultiPartException):  # Starlette's 400 for a broken form
             raise BadRequest("The form body cannot be read") from None
         value = form.get("token")
-        return value.strip() if isinstance(value, str) and value.strip() else None
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        token = value.strip() if isinstance(value, str) and value.strip() else None
+        return _Posted(token, not one_click)
     raw = await request.body()
     if not raw.strip():
-        return None
+        return _Posted(None, False)
     if not kind:
         raise UnsupportedMediaType("Content-Type is required for a body")
-    return parse_json(raw, UnsubscribeIn).token
+    return _Posted(parse_json(raw, UnsubscribeIn).token, False)
+
+
+async def _posted_token(request: Request) -> tuple[str | None, bool]:
+    """The token of a POST (body, else `?token=`), and whether to answer with a page."""
+    token = request.query_params.get("token")  # the fast lane calls handlers directly
+    if token is not None and len(token) > 128:
+        raise ValidationFailed("token is too long", errors=[("token", "at most 128 characters")])
+    posted = await _token_from_body(request)
+    return posted.token or (token.strip() if token else None), posted.page_form and prefers_html(
+        request
+    )
+
+
+def _require(token: str | None, what: str) -> str:
+    if not token:
+        raise ValidationFailed(f"A {what} token is required", errors=[("token", "field required")])
+    return token
+
+
+async def _or_page(
+    request: Request, state: State, html: bool, work: Callable[[], Awaitable[Response]]
+) -> Response:
+    """`work`'s answer; for a person's form post, its failure as a page, not problem+json."""
+    try:
+        return await work()
+    except Exception as exc:
+        if not html:
+            raise
+        business = state.settings.business
+        if isinstance(exc, OutreachError):
+            return error_page(request, exc, business=business)
+        if is_database_outage(exc):
+            return error_page(request, Unavailable(), business=business)
+        raise
+
+
+_TOKEN_QUERY = Annotated[
+    str | None, Query(max_length=128, description="The token from the mail's link")
+]
 
 
 @router.public_post(
@@ -112,25 +185,125 @@ async def _token_from_body(request: Request) -> str | None:
     openapi_extra={"requestBody": _UNSUBSCRIBE_BODY},
     responses=problem_responses(400, 404, 413, 415, 422, 429, 503),
 )
-async def unsubscribe(
-    request: Request,
-    token: Annotated[
-        str | None, Query(max_length=128, description="The token from the unsubscribe link")
-    ] = None,
-) -> Response:
-    """Leave the newsletter with the secret token: JSON, form field or `?token=` (RFC 8058)."""
+async def unsubscribe(request: Request, token: _TOKEN_QUERY = None) -> Response:
+    """Leave the newsletter with the secret token: JSON, form field or `?token=` (RFC 8058).
+    A form posted from the unsubscribe page by a browser is answered with a page."""
+    del token  # documented here; read by _posted_token (the fast lane skips FastAPI)
     caller = await public_caller(request)
-    if token is None:  # the fast lane calls this handler directly: read the query itself
-        token = request.query_params.get("token")
-    if token is not None and len(token) > 128:
-        raise ValidationFailed("token is too long", errors=[("token", "at most 128 characters")])
-    given = await _token_from_body(request) or (token.strip() if token else None)
-    if not given:
-        raise ValidationFailed(
-            "An unsubscribe token is required", errors=[("token", "field required")]
+    given, html = await _posted_token(request)
+
+    async def work() -> Response:
+        email = await subscriber_service.unsubscribe(caller.state, _require(given, "unsubscribe"))
+        if html:
+            return page(
+                request,
+                business=caller.state.settings.business,
+                title="unsubscribed_title",
+                body="unsubscribed_body",
+                email=mask_email(email),
+            )
+        return Response(UNSUBSCRIBED, media_type="application/json")
+
+    return await _or_page(request, caller.state, html, work)
+
+
+@router.public_post(
+    "/subscribers/confirm",
+    response_model=Confirmed,
+    tags=["public"],
+    openapi_extra={"requestBody": _CONFIRM_BODY},
+    responses=problem_responses(400, 404, 413, 415, 422, 429, 503),
+)
+async def confirm(request: Request, token: _TOKEN_QUERY = None) -> Response:
+    """Confirm a double opt-in subscription with the token of its mail: JSON, form field or
+    `?token=`. A form posted from the confirm page by a browser is answered with a page."""
+    del token
+    caller = await public_caller(request)
+    given, html = await _posted_token(request)
+
+    async def work() -> Response:
+        state = caller.state
+        email = await subscriber_service.confirm(state, _require(given, "confirm"))
+        if html:
+            return page(
+                request,
+                business=state.settings.business,
+                title="confirmed_title",
+                body="confirmed_body",
+                email=mask_email(email),
+            )
+        return Response(CONFIRMED, media_type="application/json")
+
+    return await _or_page(request, caller.state, html, work)
+
+
+PAGE_TOKEN = Annotated[
+    str | None, Query(description="The token from the mail's link (any other: a 404 page)")
+]
+
+
+async def _link_page(
+    request: Request, token: str | None, title: str, body: str, button: str, action: str, find: Any
+) -> Response:
+    caller = await public_caller(request)
+    state = caller.state
+
+    async def work() -> Response:
+        if not token or len(token) > 128:
+            raise NotFound("Unknown link")
+        email = await find(state, token)
+        return page(
+            request,
+            business=state.settings.business,
+            title=title,
+            body=body,
+            form={"action": action, "token": token, "button": button},
+            email=mask_email(email),
         )
-    await subscriber_service.unsubscribe(caller.state, given)
-    return Response(UNSUBSCRIBED, media_type="application/json")
+
+    return await _or_page(request, state, True, work)
+
+
+@router.get(
+    "/subscribers/unsubscribe",
+    response_class=HTMLResponse,
+    tags=["public"],
+    # 422 and 429 are the edge's (NUL in a query, RATE_LIMIT_PUBLIC), as for every route.
+    responses={**problem_responses(422, 429), **HTML_DOC},
+)
+async def unsubscribe_page(request: Request, token: PAGE_TOKEN = None) -> Response:
+    """The page of an unsubscribe link: which address, and one button. Loading it changes
+    nothing (mail scanners follow links); the button POSTs the token."""
+    return await _link_page(
+        request,
+        token,
+        "unsubscribe_title",
+        "unsubscribe_question",
+        "unsubscribe_button",
+        "unsubscribe",
+        subscriber_service.unsubscribe_page,
+    )
+
+
+@router.get(
+    "/subscribers/confirm",
+    response_class=HTMLResponse,
+    tags=["public"],
+    # 422 and 429 are the edge's (NUL in a query, RATE_LIMIT_PUBLIC), as for every route.
+    responses={**problem_responses(422, 429), **HTML_DOC},
+)
+async def confirm_page(request: Request, token: PAGE_TOKEN = None) -> Response:
+    """The page of a confirm link (double opt-in): which address, and one button. Loading
+    it changes nothing; the button POSTs the token."""
+    return await _link_page(
+        request,
+        token,
+        "confirm_title",
+        "confirm_question",
+        "confirm_page_button",
+        "confirm",
+        subscriber_service.confirm_page,
+    )
 
 
 ADMIN = problem_responses(401, 403, 422, 503)

@@ -47,6 +47,14 @@ class UnsubscribeIn(InModel):
     token: Annotated[str, Field(min_length=1, max_length=128)]
 
 
+class ConfirmIn(UnsubscribeIn):
+    pass
+
+
+class Confirmed(OutModel):
+    status: Literal["ACTIVE"]
+
+
 class SubscriberOut(OutModel):
     id: IdStr
     email: str
@@ -90,4 +98,5 @@ class SubscriberUpdate(PatchIn):
     non_null = ("status",)
 
     name: Annotated[OptionalName, Field(description="`null` clears it")] = None
-    status: SubscriberStatus | None = None
+    # PENDING is reached by a double opt-in subscribe only (API.md section 12).
+    status: Literal["ACTIVE", "UNSUBSCRIBED"] | None = None

@@ -29,7 +29,14 @@ from outreach.subscribers.schemas import (
     SubscriberUpdate,
     subscriber_json,
 )
-from outreach.subscribers.tokens import is_valid, selector_of, token_secrets
+from outreach.subscribers.tokens import (
+    CONFIRM,
+    is_valid,
+    mac_matches,
+    selector_of,
+    token_secrets,
+)
+from outreach.templates import Language
 
 ACCEPTED = orjson.dumps({"status": "ACCEPTED"})
 
@@ -41,12 +48,28 @@ class SubscriberService:
         state.events.publish(event, payload, subscriberId=payload["id"])
 
     async def subscribe(
-        self, state: State, body: SubscribeIn, *, idempotency_key: str | None
+        self,
+        state: State,
+        body: SubscribeIn,
+        *,
+        idempotency_key: str | None,
+        language: Language = "vi",
     ) -> Outcome[Row | None]:
-        row = new_row(state.ids.next_id(), body.email, body.name, body.source, utcnow())
+        double = state.settings.subscribe_confirmation == "double"
+        now = utcnow()
+        row = new_row(
+            state.ids.next_id(),
+            body.email,
+            body.name,
+            body.source,
+            now,
+            confirm=double,
+            language=language,
+        )
 
         async def work(conn: FastConn) -> tuple[int, bytes, Row | None]:
-            changed = await repository.subscribe(conn, state.fastdb.dialect, row)
+            # Double opt-in: the confirm mail's job is queued by this same statement.
+            changed = await repository.subscribe(conn, state.fastdb.dialect, row, confirm=double)
             # The same answer whatever happened: nobody learns who is subscribed.
             return 202, ACCEPTED, changed
 
@@ -55,12 +78,45 @@ class SubscriberService:
         outcome = await run_once(
             state.fastdb, "subscribers.subscribe", idempotency_key, payload, work
         )
-        if outcome.value is not None:
+        if outcome.value is not None and outcome.value["status"] == SubscriberStatus.ACTIVE:
             self._publish(state, "subscriber.subscribed", outcome.value)
         return outcome
 
-    async def unsubscribe(self, state: State, token: str) -> None:
-        """Deactivate the subscriber holding `token`; NotFound for any other token."""
+    async def _holder(self, state: State, token: str) -> Row:
+        """The live subscriber whose confirm `token` this is, while it is valid."""
+        selector = selector_of(token)
+        found = (
+            await repository.find_by_confirm_selector(state.fastdb, selector) if selector else None
+        )
+        if (
+            selector is None
+            or found is None
+            or not mac_matches(token_secrets(state.settings), selector, token, purpose=CONFIRM)
+            or found["confirm_expires_at"] <= utcnow()
+        ):
+            raise NotFound("Unknown or expired confirmation link")
+        return found
+
+    async def confirm(self, state: State, token: str) -> str:
+        """Double opt-in: PENDING to ACTIVE with the confirm token (also when it confirmed
+        already), its address for the page; NotFound for an unknown, expired or used-up
+        token."""
+        found = await self._holder(state, token)
+        if found["status"] == SubscriberStatus.PENDING.value:
+            row = await repository.confirm(state.fastdb, found["id"], utcnow())
+            if row is not None:
+                self._publish(state, "subscriber.subscribed", row)
+        return str(found["email"])
+
+    async def confirm_page(self, state: State, token: str) -> str:
+        """The address a confirm link is for (changes nothing: mail scanners follow links)."""
+        return str((await self._holder(state, token))["email"])
+
+    async def unsubscribe_page(self, state: State, token: str) -> str:
+        """The address an unsubscribe link is for (changes nothing)."""
+        return str((await self._unsubscribe_holder(state, token))["email"])
+
+    async def _unsubscribe_holder(self, state: State, token: str) -> Row:
         selector = selector_of(token)
         found = await repository.find_by_selector(state.fastdb, selector) if selector else None
         if (
@@ -71,11 +127,18 @@ class SubscriberService:
             )
         ):
             raise NotFound("Unknown or expired unsubscribe link")
-        if found["status"] == SubscriberStatus.UNSUBSCRIBED.value:
-            return
+        return found
+
+    async def unsubscribe(self, state: State, token: str) -> str:
+        """Deactivate the subscriber holding `token` (its address, for the page); NotFound
+        for any other token."""
+        found = await self._unsubscribe_holder(state, token)
+        if found["status"] != SubscriberStatus.ACTIVE.value:
+            return str(found["email"])
         row = await repository.unsubscribe(state.fastdb, found["id"], utcnow())
         if row is not None:
             self._publish(state, "subscriber.unsubscribed", row)
+        return str(found["email"])
 
     async def get(
         self,

@@ -28,6 +28,7 @@ LEGACY_SELECTOR_LENGTH = 16
 MAX_SELECTOR_LENGTH = 32  # the column's width
 # Domain separation: confirm tokens (API.md section 12) use the same secret, another prefix.
 UNSUBSCRIBE = b"unsubscribe:"
+CONFIRM = b"confirm:"
 LOCAL_SECRET_FILE = "token-secret"
 _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 

@@ -15,10 +15,7 @@ from outreach.core.errors import NotFound, ValidationFailed
 from outreach.core.schemas import format_time
 from outreach.db.base import utcnow
 from outreach.db.listing import ListQuery, page_body
-from outreach.inquiries import repository as inquiry_repository
-from outreach.inquiries.repository import SENT_EVENT
-from outreach.inquiries.schemas import inquiry_json
-from outreach.jobs import WEBHOOK_SCHEDULE, Job, RetryLater, enqueue
+from outreach.jobs import WEBHOOK_SCHEDULE, Job, Registry, RetryLater, enqueue
 from outreach.outbound.guard import Refused, Sent
 from outreach.state import State
 from outreach.subscribers.tokens import token_secrets
@@ -315,22 +312,12 @@ class WebhookService:
 webhook = WebhookService()
 
 
-def register_jobs(state: State) -> None:
-    """The webhook job kinds, on this process's worker (main.py)."""
+def register_jobs(registry: Registry, state: State) -> None:
+    """The webhook job kind, on this process's worker (main.DOMAIN_JOBS). Events reach it
+    through State.outbox (the submit's through inquiries/jobs.py's fan-out)."""
 
     async def deliver(job: Job) -> None:
         if not await webhook.deliver(state, int(job.payload["messageId"])):
             raise RetryLater("delivery attempt failed")  # the log row says why
 
-    async def inquiry_sent(job: Job) -> None:
-        """The submit's fan-out (queued by its INSERT): a message per listening endpoint,
-        with the inquiry as the event's payload (the realtime one: inquiry_json)."""
-        async with state.sessionmaker() as session, session.begin():
-            row = await inquiry_repository.get(
-                session, int(job.payload["inquiryId"]), include_deleted=True
-            )
-            if row is not None:
-                await webhook.queue_event(session, state, SENT_EVENT, inquiry_json(row))
-
-    state.jobs.registry.add(DELIVER, deliver, WEBHOOK_SCHEDULE)
-    state.jobs.registry.add(SENT_EVENT, inquiry_sent, WEBHOOK_SCHEDULE)
+    registry.add(DELIVER, deliver, WEBHOOK_SCHEDULE)

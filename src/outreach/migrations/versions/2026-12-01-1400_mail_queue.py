@@ -1,6 +1,7 @@
 # ruff: noqa: E501 - pgqueuer's install script, verbatim
 """Mail and double opt-in: the job queue (pgqueuer on PostgreSQL, `jobs` on SQLite), what
-the mailer remembers, and PENDING subscribers with their confirm selector.
+the mailer remembers, and PENDING subscribers with their confirm selector (and the language
+of a subscriber's mails).
 
 Revision ID: 0010_mail_queue
 Revises: 0007_token_selectors
@@ -201,6 +202,8 @@ def upgrade() -> None:
             sa.Column("locked_by", sa.Text(), nullable=True),
             sa.Column("locked_until", sa.Float(), nullable=True),
             sa.Column("error", sa.Text(), nullable=True),
+            # Ids are never reused (a mail's key is made from its job's id).
+            sqlite_autoincrement=True,
         )
         op.create_index("ix_jobs_status_run_at", "jobs", ["status", "run_at"])
 
@@ -235,6 +238,7 @@ def upgrade() -> None:
     with op.batch_alter_table("subscribers") as batch:
         batch.add_column(sa.Column("confirm_selector", sa.String(32), nullable=True))
         batch.add_column(sa.Column("confirm_expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("language", sa.String(8), nullable=True))
         batch.drop_constraint(op.f("ck_subscribers_status"), type_="check")
         batch.create_check_constraint(
             op.f("ck_subscribers_status"), "status IN ('ACTIVE', 'UNSUBSCRIBED', 'PENDING')"
@@ -252,6 +256,7 @@ def downgrade() -> None:
         batch.create_check_constraint(
             op.f("ck_subscribers_status"), "status IN ('ACTIVE', 'UNSUBSCRIBED')"
         )
+        batch.drop_column("language")
         batch.drop_column("confirm_expires_at")
         batch.drop_column("confirm_selector")
     op.drop_table("mail_limits")
