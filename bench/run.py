@@ -45,6 +45,8 @@ ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
+# BENCH_ONLY=submit: only /healthz and the two submit runs (without and with a webhook);
+# BENCH_ONLY=notify: submit with and without INQUIRY_NOTIFY_TO.
 ONLY = os.environ.get("BENCH_ONLY", "")
 
 # A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
@@ -221,6 +223,9 @@ def prepare_database(env: dict[str, str]) -> None:
         psql("DELETE FROM inquiries WHERE user_agent <> 'bench'")
         clear_queue()
         psql("DELETE FROM subscribers WHERE source = 'footer'")
+        # An earlier run's webhook endpoint and queued jobs must not load this one.
+        psql("UPDATE webhook_endpoints SET deleted_at = now(), active = false")
+        psql("DELETE FROM pgqueuer")
         psql("VACUUM ANALYZE inquiries")
         psql("VACUUM ANALYZE subscribers")
 
@@ -306,6 +311,72 @@ def jwks_server(key: ECKey) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
     finally:
         server.shutdown()
+
+
+class Receiver:
+    """A local webhook receiver (a thread answering 204 to every POST), counting what came."""
+
+    def __init__(self) -> None:
+        counted = self
+        self.received = 0
+        self._lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with counted._lock:
+                    counted.received += 1
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        """Seconds until `count` messages arrived (or the timeout passed)."""
+        started = time.monotonic()
+        while self.received < count and time.monotonic() - started < timeout:
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+def submit_with_webhook(base: str, auth: dict[str, str], results: dict[str, Any]) -> None:
+    """Submit again with one webhook endpoint subscribed to inquiry.sent (a local receiver):
+    the cost of queuing (and, in the same process, delivering) a message per inquiry."""
+    receiver = Receiver()
+    try:
+        created = httpx.post(
+            base + f"{BASE}/webhooks",
+            json={"url": receiver.url, "events": ["inquiry.sent"]},
+            headers=auth,
+            timeout=10,
+        )
+        created.raise_for_status()
+        before = int(psql("SELECT count(*) FROM inquiries WHERE status = 'SENT'"))
+        results["submit_webhook"] = wrk(base + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+        sent = int(psql("SELECT count(*) FROM inquiries WHERE status = 'SENT'")) - before
+        drained = receiver.wait_for(sent, timeout=120)
+        results["webhook"] = {
+            "inquiries": sent,
+            "delivered": receiver.received,
+            "drain_seconds_after_load": round(drained, 1),
+        }
+        httpx.delete(
+            base + f"{BASE}/webhooks/{created.json()['id']}", headers=auth, timeout=10
+        ).raise_for_status()
+    finally:
+        receiver.close()
 
 
 def rss_mb(pid: int) -> float:
@@ -553,10 +624,13 @@ def main() -> int:
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
             "APP_ENV_NODE_ID": "auto",
             "VAR_DIR": str(OUT / "var"),
+            # The webhook run's receiver is on 127.0.0.1 over http.
+            "WEBHOOK_ALLOW_PRIVATE": "true",
         }
+        # The working tree's code, for the migrations too (not the installed package's).
+        env["PYTHONPATH"] = str(ROOT / "src")
         prepare_database(env)
         python = production_python()
-        env["PYTHONPATH"] = str(ROOT / "src")
         if ONLY == "notify":  # BENCH_ONLY=notify: just submit with and without mail
             results.update(notify_runs(env, python))
             report_notify(results)
@@ -569,6 +643,14 @@ def main() -> int:
             with server.sample_rss():
                 base = server.url
                 results["healthz"] = wrk(base + "/healthz")
+                if ONLY == "submit":
+                    results["submit"] = wrk(base + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                    psql("VACUUM ANALYZE inquiries")
+                    submit_with_webhook(base, auth, results)
+            if ONLY == "submit":
+                results["peak_rss_mb"] = round(server.peak_mb, 1)
+                return report_submit(results)
+            with server.sample_rss():
                 # Reads first, on the seeded table, before the write runs add rows and wake
                 # autovacuum. One staff member at a time: the latency a person sees.
                 results["list_c1"] = wrk(base + f"{BASE}/inquiries", headers=auth, connections=1)
@@ -597,6 +679,8 @@ def main() -> int:
                 finally:
                     psql("DELETE FROM blocklist WHERE reason = 'bench'")
                     announce_blocklist()
+                psql("VACUUM ANALYZE inquiries")
+                submit_with_webhook(base, auth, results)
                 # Let PostgreSQL's autovacuum of those ~40,000 rows not land in the next run.
                 psql("VACUUM ANALYZE inquiries")
                 psql("VACUUM ANALYZE subscribers")
@@ -704,6 +788,25 @@ def report_notify(r: dict[str, Any]) -> None:
     log(f"figures written to {OUT / 'notify.json'}")
 
 
+def report_submit(r: dict[str, Any]) -> int:
+    """BENCH_ONLY=submit: submit without and with one webhook endpoint."""
+    lines = [f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for name in ("healthz", "submit", "submit_webhook"):
+        m = r[name]
+        lines.append(
+            f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['errors']:>8.0f}"
+        )
+    hook = r["webhook"]
+    lines.append(
+        f"with a webhook / without: x{r['submit_webhook']['rps'] / r['submit']['rps']:.2f}; "
+        f"{hook['delivered']} of {hook['inquiries']} inquiries delivered, "
+        f"{hook['drain_seconds_after_load']} s after the load"
+    )
+    print("\n".join(lines))
+    (OUT / "latest-submit.json").write_text(json.dumps(r, indent=2))
+    return 0
+
+
 def report(r: dict[str, Any]) -> None:
     healthz = r["healthz"]["rps"]
     flat: dict[str, float] = {
@@ -721,6 +824,7 @@ def report(r: dict[str, Any]) -> None:
         "healthz",
         "submit",
         "submit_blocklist",
+        "submit_webhook",
         "subscribe",
         "list",
         "search",
@@ -748,6 +852,12 @@ def report(r: dict[str, Any]) -> None:
         flat["blocklist_entries"] = BLOCKLIST_ENTRIES
         flat["submit_blocklist_vs_submit"] = round(
             r["submit_blocklist"]["rps"] / r["submit"]["rps"], 3
+        )
+    if "webhook" in r:
+        flat.update({f"webhook_{k}": v for k, v in r["webhook"].items()})
+        lines.append(
+            f"webhook: {r['webhook']['delivered']} of {r['webhook']['inquiries']} inquiries "
+            f"delivered, {r['webhook']['drain_seconds_after_load']} s after the load"
         )
     if "submit_2_workers" in r:
         flat["workers_2_scaling"] = round(r["submit_2_workers"]["rps"] / r["submit"]["rps"], 2)

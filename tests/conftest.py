@@ -1,3 +1,3 @@
 """The fixtures live in tests/support.py, so test modules can also import its helpers."""
 
-pytest_plugins = ["tests.support"]
+pytest_plugins = ["tests.support", "tests.receivers"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,3 +318,105 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+# ---- outgoing connections (webhooks): a guard and a DNS stub ------------------------------
+
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+@dataclass
+class Dialled:
+    """The addresses connected to while the guard was on."""
+
+    addresses: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def connect_guard(monkeypatch: pytest.MonkeyPatch) -> Dialled:
+    """Fail the test on any connection that is not to 127.0.0.1 or ::1: an SSRF test proves
+    that a refused address is never dialled, and nothing a test does leaves the machine."""
+    import socket
+
+    dialled = Dialled()
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def check(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = str(address[0])
+            dialled.addresses.append(host)
+            if host not in LOOPBACK:
+                pytest.fail(f"a connection to {host} was attempted")
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        check(sock, address)
+        real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return dialled
+
+
+Answer = list[str] | Callable[[], list[str]]
+
+
+@dataclass
+class Dns:
+    """A DNS stub at `socket.getaddrinfo` (the system boundary our resolver calls): the
+    names it answers, with which addresses (others go to the real resolver), and the
+    lookups of those names it got."""
+
+    names: dict[str, Answer] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
+
+
+def _numeric(name: str) -> bool:
+    """An address written as a name (127.0.0.1, 2130706433, ::1): no lookup needed."""
+    import socket
+
+    for parse in (socket.inet_aton, lambda n: socket.inet_pton(socket.AF_INET6, n)):
+        try:
+            parse(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Dns:
+    import socket
+
+    stub = Dns()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in stub.names:
+            if name is None or name == "localhost" or _numeric(name):
+                return real(host, port, *args, **kwargs)
+            # A real lookup would ask the machine's resolver, which is not on loopback.
+            pytest.fail(f"a DNS lookup of {name} was attempted")
+        stub.lookups.append(name)
+        answer = stub.names[name]
+        addresses = answer() if callable(answer) else answer
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, int(port or 0), 0, 0) if ":" in a else (a, int(port or 0)),
+            )
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return stub

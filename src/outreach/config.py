@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # Proof-of-work on the public POSTs (API.md section 10): `altcha`, or `off`.
     captcha: Literal["off", "altcha"] = "off"
     altcha_hmac_key: SecretStr | None = None
+    # Webhook URLs on loopback/private addresses and plain http (development and tests only;
+    # honoured whatever APP_ENV is, API.md section 13).
+    webhook_allow_private: bool = False
 
     # Mail (API.md section 12). SMTP_URL may hold a password: SecretStr, `_FILE` form.
     # Unset outside production, mails are written as .eml files under VAR_DIR/outbox/.

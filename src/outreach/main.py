@@ -44,6 +44,9 @@ from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers import jobs as subscriber_jobs
 from outreach.subscribers.router import router as subscribers_router
+from outreach.webhooks.router import router as webhooks_router
+from outreach.webhooks.service import register_jobs as register_webhook_jobs
+from outreach.webhooks.service import webhook as webhook_service
 
 log = structlog.get_logger("outreach")
 
@@ -52,11 +55,13 @@ DOMAIN_ROUTERS: tuple[Router, ...] = (
     subscribers_router,
     statistics_router,
     blocklist_router,
+    webhooks_router,
 )
 # Each domain's job handlers (jobs/), registered on the process's worker.
 DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (
     inquiry_jobs.register,
     subscriber_jobs.register,
+    register_webhook_jobs,
 )
 POLICY_RELOAD_SECONDS = 60.0
 PURGE_SECONDS = 3600.0
@@ -146,6 +151,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.redis is not None:
             await state.redis.aclose()
         await state.http.aclose()
+        await state.outbound.aclose()
         if isinstance(ids, LeasedIds):
             await ids.stop()
         log.info("Outreach stopped")
@@ -225,6 +231,7 @@ def create_app(
     screen = BlocklistScreen(state.fastdb, state.redis)
     state.screen = screen
     state.components.append(screen)
+    state.outbox = webhook_service.queue_event  # events become webhook messages
     app.state.outreach = state
     for register in DOMAIN_JOBS:
         register(state.jobs.registry, state)

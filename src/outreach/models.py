@@ -13,6 +13,7 @@ from outreach.idempotency.models import IdempotencyKey
 from outreach.inquiries.models import Inquiry, InquiryComment, InquiryHistory
 from outreach.mail.models import MailLimit, MailLog
 from outreach.subscribers.models import Subscriber
+from outreach.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 SEEDS: tuple[Seed, ...] = (seed_policy,)
 
@@ -35,5 +36,8 @@ __all__ = [
     "MailLimit",
     "MailLog",
     "Subscriber",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
     "migrate",
 ]

@@ -7,8 +7,9 @@ and `close` are the lifespan's halves. Routes and services receive the State (ne
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import Depends, Request
@@ -27,6 +28,7 @@ from outreach.ids.leases import LeasedIds
 from outreach.ids.snowflake import SnowflakeGenerator
 from outreach.jobs import Registry, Worker, make_worker
 from outreach.mail import Mailer
+from outreach.outbound.guard import OutboundClient
 from outreach.realtime.events import Events
 from outreach.realtime.server import Realtime
 
@@ -59,6 +61,18 @@ class _Open:
         return False
 
 
+# What an event must cause that may not be lost (webhook messages), queued in the transaction
+# of the change itself: never for a change that rolls back. main.py installs the webhooks
+# domain's; the domains call `state.outbox` without knowing who listens.
+Outbox = Callable[[AsyncSession, "State", str, Mapping[str, Any]], Awaitable[None]]
+
+
+async def no_outbox(
+    _session: AsyncSession, _state: State, _event: str, _payload: Mapping[str, Any]
+) -> None:
+    return None
+
+
 @dataclass(slots=True, eq=False)
 class State:
     settings: Settings
@@ -79,6 +93,8 @@ class State:
     # `jobs.registry` (main.DOMAIN_JOBS); the lifespan starts and stops it.
     jobs: Worker
     mailer: Mailer  # called by the mail jobs' handlers (mail/)
+    outbound: OutboundClient  # POSTs to user-given URLs (webhooks), SSRF-guarded
+    outbox: Outbox = no_outbox
     screen: Screen = field(default_factory=_Open)
     components: list[Component] = field(default_factory=list)
     shutting_down: bool = False
@@ -147,6 +163,7 @@ def build_state(
             heartbeat_timeout=settings.jobs_heartbeat_timeout_seconds,
         ),
         mailer=Mailer(settings, fastdb, metrics),
+        outbound=OutboundClient(allow_private=settings.webhook_allow_private),
     )
 
 

@@ -51,6 +51,10 @@ def schemathesis(server: Server, *extra: str) -> subprocess.CompletedProcess[str
             "2",
             "--seed",
             "20261124",
+            # Webhook URLs would make the server look up and call random hosts: their routes
+            # are tested against local receivers only (tests/webhooks), never fuzzed.
+            "--exclude-tag",
+            "webhooks",
             *extra,
         ],
         capture_output=True,
@@ -68,7 +72,10 @@ def test_every_operation_holds_to_its_document(pg_database: str, tmp_path: Path)
         owner = mint_token(load_or_create_key(tmp_path), sub="fuzz-owner", roles=["OWNER"])
         document = httpx.get(f"{server.url}{BASE}/doc/openapi.json").json()
         operations = sum(
-            1 for path in document["paths"].values() for method in path if method != "parameters"
+            1
+            for path in document["paths"].values()
+            for method, operation in path.items()
+            if method != "parameters" and "webhooks" not in operation.get("tags", [])
         )
         with_token = schemathesis(server, "-H", f"Authorization: Bearer {owner}")
         anonymous = schemathesis(server)
@@ -76,8 +83,9 @@ def test_every_operation_holds_to_its_document(pg_database: str, tmp_path: Path)
         server.stop()
     for run in (with_token, anonymous):
         assert run.returncode == 0, run.stdout[-6000:]
-        assert f"Tested: {operations}" in run.stdout  # every documented operation
-        assert operations >= 26  # API.md sections 1-12 so far
+        # Every documented operation but the webhooks' (never fuzzed: they call URLs).
+        assert f"Tested: {operations}" in run.stdout
+        assert operations >= 26  # API.md sections 1-12, and 10 more of section 13 untested
         cases = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
         assert cases is not None, run.stdout[-2000:]
         assert int(cases.group(1)) >= 300

@@ -132,6 +132,16 @@ class Metrics:
             "Mails waiting to be sent, retries included",
             registry=registry,
         )
+        self.webhook_deliveries = Counter(
+            "outreach_webhook_deliveries_total",
+            "Webhook delivery attempts by result (dropped: its endpoint was gone first)",
+            ["result"],
+            registry=registry,
+        )
+        self.webhook_delivery = {
+            result: self.webhook_deliveries.labels(result=result)
+            for result in ("succeeded", "failed", "dropped")
+        }
         # Each label's child once: `labels()` per event costs a lock and a lookup.
         self.subscriber_event = {
             event: self.subscriber_events.labels(event=event)

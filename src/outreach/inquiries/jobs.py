@@ -12,6 +12,7 @@ from typing import Any
 from outreach.config import Settings
 from outreach.inquiries import repository
 from outreach.inquiries.models import InquiryStatus
+from outreach.inquiries.schemas import inquiry_json
 from outreach.jobs import MAIL_SCHEDULE, Job, Registry, enqueue
 from outreach.mail import Mail, address_hash, visitor_address
 from outreach.state import State
@@ -22,7 +23,8 @@ ACK = "mail.inquiry-ack"
 
 
 def wants_sent_job(settings: Settings) -> bool:
-    """Whether a SENT inquiry has anything to do after its commit (else nothing is queued)."""
+    """Whether a SENT inquiry always has something to do after its commit (mail); without,
+    its job is queued only while a webhook listens (repository.INSERT_GROUPED)."""
     return bool(settings.inquiry_notify_to or settings.inquiry_ack)
 
 
@@ -46,6 +48,12 @@ def register(registry: Registry, state: State) -> None:
                 await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
             if settings.inquiry_ack:
                 await enqueue(conn, ACK, {"inquiryId": inquiry_id, "lang": job.payload["lang"]})
+        # The webhooks listening (State.outbox): the event, with the inquiry as its
+        # payload (the realtime one). Run twice after a crash, its messages are queued twice.
+        async with state.sessionmaker() as session, session.begin():
+            row = await repository.get(session, int(inquiry_id), include_deleted=True)
+            if row is not None:
+                await state.outbox(session, state, repository.SENT_JOB, inquiry_json(row))
 
     async def notify(job: Job) -> None:
         inquiry = await repository.find(state.fastdb, int(job.payload["inquiryId"]))

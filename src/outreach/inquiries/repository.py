@@ -6,7 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import LargeBinary, bindparam, insert, select
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.db.base import get_row, table_of
@@ -25,13 +36,58 @@ from outreach.jobs import job_insert
 _t = table_of(Inquiry)
 COLUMNS = tuple(c.name for c in _t.columns)
 INSERT = insert(_t).values({name: bindparam(name) for name in COLUMNS})
-# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT.
-INSERT_GROUPED = {"postgresql": Grouped(INSERT, unnest_insert(_t)), "sqlite": Grouped(INSERT)}
 
-# The job a stored SENT inquiry causes (inquiries/jobs.py: its mails, later its webhooks),
+# The job a stored SENT inquiry causes (inquiries/jobs.py: its mails and its webhooks),
 # queued by the same statement as the row: one round trip, one commit, and the burst's
-# single statement fires pgqueuer's wake-up trigger once. `job_payload` is its JSON.
+# single statement fires pgqueuer's wake-up trigger once.
 SENT_JOB = "inquiry.sent"
+# Without mail to send, the job is queued only while a webhook endpoint listens for the
+# event: a read of that small table inside the statement, so an endpoint made on any replica
+# counts at once, and a service without webhooks queues nothing.
+_LISTENED = {
+    "postgresql": text(
+        "EXISTS (SELECT 1 FROM webhook_endpoints WHERE active AND deleted_at IS NULL"
+        " AND events::jsonb ? 'inquiry.sent')"
+    ),
+    "sqlite": text(
+        "EXISTS (SELECT 1 FROM webhook_endpoints, json_each(webhook_endpoints.events) AS e"
+        " WHERE webhook_endpoints.active AND webhook_endpoints.deleted_at IS NULL"
+        " AND e.value = 'inquiry.sent')"
+    ),
+}
+
+
+def _with_fan_out(written: Any) -> Any:
+    """PostgreSQL: `written` (an INSERT of inquiries) in a CTE, and the job of each SENT
+    row it wrote queued by the same statement."""
+    rows = written.returning(_t.c.id, _t.c.status).cte("written")
+    payload = func.convert_to(
+        func.json_build_object(literal("inquiryId"), cast(rows.c.id, String)).cast(String),
+        literal("UTF8"),
+    )
+    where = and_(rows.c.status == InquiryStatus.SENT.value, _LISTENED["postgresql"])
+    return job_insert("postgresql", SENT_JOB, payload, source=rows, where=where).add_cte(rows)
+
+
+def _sqlite_fan_out() -> Any:
+    """SQLite has no data-modifying CTE: the job is queued after the row, in its transaction."""
+    payload = cast(func.json_object(literal("inquiryId"), cast(_t.c.id, String)), LargeBinary)
+    where = and_(
+        _t.c.id == bindparam("id"),
+        _t.c.status == InquiryStatus.SENT.value,
+        _LISTENED["sqlite"],
+    )
+    return job_insert("sqlite", SENT_JOB, payload, source=_t, where=where)
+
+
+# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT (and the jobs
+# of the webhooks listening).
+INSERT_GROUPED = {
+    "postgresql": Grouped(_with_fan_out(INSERT), _with_fan_out(unnest_insert(_t))),
+    "sqlite": Grouped(INSERT, also=(_sqlite_fan_out(),)),
+}
+
+# With mail to send, every SENT inquiry's job; `job_payload` is its JSON.
 _PAYLOAD = bindparam("job_payload", type_=LargeBinary)
 
 

@@ -179,8 +179,9 @@ class InquiryService:
         # Every submit is answered the same and stored the same way, spam included: a
         # blocked sender cannot tell.
         answer = orjson.dumps(submitted_json(row["id"], row["created_at"]))
-        # A SENT inquiry's mails are a job queued by the INSERT's own statement (same
-        # commit); a honeypot, or a service that mails nobody, queues nothing.
+        # A SENT inquiry's mails and webhooks are a job queued by the INSERT's own statement
+        # (same commit); a honeypot queues nothing, nor does a service that mails nobody
+        # while no webhook listens (repository.INSERT_GROUPED).
         job = None
         if row["status"] == InquiryStatus.SENT and wants_sent_job(state.settings):
             job = payload_bytes({"inquiryId": str(row["id"]), "lang": language})
@@ -243,7 +244,7 @@ class InquiryService:
             raise NotFound("No such inquiry")
         return found
 
-    def _record(
+    async def _record(
         self,
         session: AsyncSession,
         state: State,
@@ -268,6 +269,10 @@ class InquiryService:
         updated = updated_json(inquiry, actor)
         assignee = changes.get("assigneeId", {}).get("to")
         assigned = inquiry_json(inquiry) if assignee else None
+        # Webhook messages may not be lost: queued in this transaction (state.outbox).
+        await state.outbox(session, state, "inquiry.updated", updated)
+        if assigned is not None:
+            await state.outbox(session, state, "inquiry.assigned", assigned)
 
         def announce() -> None:
             state.events.publish("inquiry.updated", updated, inquiryId=updated["id"])
@@ -307,7 +312,7 @@ class InquiryService:
         changes = changes_since(before, inquiry)
         if changes:  # setting what it already has is a no-op: no entry, no event
             inquiry.updated_at = now
-            self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
+            await self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             await session.flush()
         return inquiry
 
@@ -337,7 +342,7 @@ class InquiryService:
                 inquiry.updated_at = now
                 updated.append(raw)
                 changes = changes_since(before, inquiry)
-                self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
+                await self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             else:
                 skipped.append({"id": raw, "reason": outcome})
         await session.flush()
@@ -357,7 +362,7 @@ class InquiryService:
         inquiry = await self._locked(session, inquiry_id, deleted=False)
         now = utcnow()
         inquiry.deleted_at = inquiry.updated_at = now
-        self._record(session, state, inquiry, actor.sub, Action.DELETED, {}, now)
+        await self._record(session, state, inquiry, actor.sub, Action.DELETED, {}, now)
         await session.flush()
 
     async def restore(
@@ -368,7 +373,7 @@ class InquiryService:
             now = utcnow()
             inquiry.deleted_at = None
             inquiry.updated_at = now
-            self._record(session, state, inquiry, actor.sub, Action.RESTORED, {}, now)
+            await self._record(session, state, inquiry, actor.sub, Action.RESTORED, {}, now)
             await session.flush()
         return inquiry
 
@@ -403,6 +408,7 @@ class InquiryService:
         )
         await session.flush()
         payload = comment_json(comment)
+        await state.outbox(session, state, "inquiry.commented", payload)
         after_commit(
             session,
             lambda: state.events.publish(

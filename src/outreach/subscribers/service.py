@@ -184,6 +184,7 @@ class SubscriberService:
             await session.flush()
         except IntegrityError:
             raise EmailTaken("A subscriber with this email exists") from None
+        await state.outbox(session, state, "subscriber.subscribed", subscriber_json(subscriber))
         after_commit(session, lambda: self._publish(state, "subscriber.subscribed", subscriber))
         return subscriber
 
@@ -211,6 +212,7 @@ class SubscriberService:
             await session.flush()
         if event is not None:
             name = event
+            await state.outbox(session, state, name, subscriber_json(subscriber))
             after_commit(session, lambda: self._publish(state, name, subscriber))
         return subscriber
 
