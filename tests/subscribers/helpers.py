@@ -28,6 +28,7 @@ OUT_FIELDS = {
     "createdAt",
     "updatedAt",
     "deletedAt",
+    "consent",
 }
 READER_ROOMS = ["role:CASHIER", "role:EMPLOYEE", "role:OWNER"]
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

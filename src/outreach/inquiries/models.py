@@ -84,6 +84,8 @@ class Inquiry(Base):
     priority: Mapped[str] = mapped_column(String(8), server_default="NORMAL")
     first_responded_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    # When its personal data was erased (a request, or the retention job); not in its JSON.
+    erased_at: Mapped[datetime | None]
     client_ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     # Case-folded name, email, subject and message: the `q` filter searches this.
@@ -104,6 +106,12 @@ class Inquiry(Base):
         CheckConstraint("priority IN ('LOW', 'NORMAL', 'HIGH', 'URGENT')", name="priority"),
         Index("ix_inquiries_status_id", "status", "id"),
         Index("ix_inquiries_assignee_id_id", "assignee_id", "id"),
+        Index(
+            "ix_inquiries_unerased_created_at",
+            "created_at",
+            postgresql_where=text("erased_at IS NULL"),
+            sqlite_where=text("erased_at IS NULL"),
+        ),
         Index(
             "ix_inquiries_response_times",
             "created_at",

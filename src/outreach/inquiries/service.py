@@ -81,6 +81,7 @@ def new_row(
         "priority": Priority.NORMAL.value,
         "first_responded_at": None,
         "resolved_at": None,
+        "erased_at": None,
         "client_ip": client_ip,
         "user_agent": user_agent,
         "search_text": search_key(body.name, body.email, body.subject, body.message),

@@ -6,9 +6,11 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from outreach.core.schemas import format_time
 from outreach.core.text import search_key
 from outreach.db.base import Base
 from outreach.subscribers.tokens import new_selector
@@ -46,6 +48,9 @@ class Subscriber(Base):
     # latest public subscribe; NULL (Vietnamese) when staff added it. Not part of its JSON.
     language: Mapped[str | None] = mapped_column(String(8))
     search_text: Mapped[str] = mapped_column(Text)
+    # Its consents as JSON text, oldest first (API.md section 14; the API shows them newest
+    # first): each subscription appends one (models.consent_record).
+    consent: Mapped[str] = mapped_column(Text, server_default="[]")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
@@ -112,6 +117,44 @@ def pending(now: datetime) -> dict[str, Any]:
     }
 
 
+class ConsentMethod(enum.StrEnum):
+    SINGLE = "single"  # the public form, single opt-in
+    DOUBLE = "double"  # the public form, confirmed by mail (confirmedAt)
+    STAFF = "staff"  # added (or subscribed again) by staff
+
+
+def consent_record(
+    now: datetime,
+    method: ConsentMethod,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """One consent (API.md section 14), as the API shows it: recorded at the moment of the
+    subscription; staff's carry no address or user agent; double opt-in's `confirmedAt` is
+    set when the address confirms."""
+    return {
+        "at": format_time(now),
+        "ip": ip,
+        "userAgent": user_agent,
+        "source": source,
+        "method": method.value,
+        "confirmedAt": None,
+    }
+
+
+def appended(kept: str, record: dict[str, Any]) -> str:
+    """The `consent` column with one more record (the ORM paths; the grouped upsert does the
+    same in SQL: repository._appended)."""
+    return orjson.dumps([*orjson.loads(kept), record]).decode()
+
+
+def consents(record: dict[str, Any]) -> str:
+    """The `consent` column of a new subscriber: one record (JSON text)."""
+    return orjson.dumps([record]).decode()
+
+
 def new_row(
     subscriber_id: int,
     email: str,
@@ -121,14 +164,17 @@ def new_row(
     *,
     confirm: bool = False,
     language: str | None = None,
+    consent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every column of a new subscriber (public subscribe and admin create): ACTIVE, or
-    with `confirm` (double opt-in) PENDING, its `subscribed_at` set again at confirmation."""
+    with `confirm` (double opt-in) PENDING, its `subscribed_at` set again at confirmation.
+    `consent`: its consent record (a resubscribe appends it to the ones kept)."""
     row = {
         "id": subscriber_id,
         "email": email,
         "name": name,
         "source": source,
+        "consent": consents(consent) if consent is not None else "[]",
         "search_text": search_key(email, name),
         "created_at": now,
         "deleted_at": None,

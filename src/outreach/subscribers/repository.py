@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outreach.core.schemas import format_time
 from outreach.db.base import get_row, table_of, utcnow
 from outreach.db.batch import Grouped, unnest_insert
 from outreach.db.fast import FastConn, FastDB, Row
@@ -45,15 +46,27 @@ _SUBSCRIBED = tuple(subscribed(None))  # the columns a subscription writes
 _PENDING_SET = tuple(pending(utcnow()))  # the columns a double opt-in subscribe writes
 
 
-def _kept_details(new: Any) -> dict[str, Any]:
+def _kept_details(new: Any, dialect: str) -> dict[str, Any]:
     # A resubscribe keeps the old name and source unless new ones are given (and its search
-    # text with them: the email is the same).
+    # text with them: the email is the same), and adds its consent to the ones kept.
     return {
         "name": func.coalesce(new.name, _t.c.name),
         "source": func.coalesce(new.source, _t.c.source),
         "search_text": case((new.name.is_(None), _t.c.search_text), else_=new.search_text),
         "language": func.coalesce(new.language, _t.c.language),
+        "consent": _appended(_t.c.consent, new.consent, dialect),
     }
+
+
+def _appended(kept: Any, new: Any, dialect: str) -> Any:
+    """The consents kept, with the new row's (a one-record JSON array) after them."""
+    if dialect == "postgresql":
+        return cast(cast(kept, postgresql.JSONB).op("||")(cast(new, postgresql.JSONB)), Text)
+    return func.json_insert(kept, "$[#]", func.json(func.json_extract(new, "$[0]")))
+
+
+def _dialect(stmt: Any) -> str:
+    return "postgresql" if isinstance(stmt, postgresql.Insert) else "sqlite"
 
 
 def _upsert(stmt: Any) -> Any:
@@ -65,7 +78,7 @@ def _upsert(stmt: Any) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=["email"],
         index_where=_t.c.deleted_at.is_(None),
-        set_={**{name: new[name] for name in _SUBSCRIBED}, **_kept_details(new)},
+        set_={**{name: new[name] for name in _SUBSCRIBED}, **_kept_details(new, _dialect(stmt))},
         where=_t.c.status != SubscriberStatus.ACTIVE.value,
     ).returning(*PUBLIC_COLUMNS)
 
@@ -88,7 +101,7 @@ def _upsert_pending(stmt: Any) -> Any:
             "confirm_expires_at": case(
                 (keep, _t.c.confirm_expires_at), else_=new.confirm_expires_at
             ),
-            **_kept_details(new),
+            **_kept_details(new, _dialect(stmt)),
         },
         where=_t.c.status != SubscriberStatus.ACTIVE.value,
     ).returning(*PUBLIC_COLUMNS)
@@ -155,17 +168,54 @@ FIND_BY_CONFIRM = select(_t.c.id, _t.c.status, _t.c.email, _t.c.confirm_expires_
     _t.c.confirm_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
 )
 GET_LIVE = select(*PUBLIC_COLUMNS).where(_t.c.id == bindparam("sid"), _t.c.deleted_at.is_(None))
-CONFIRM = (
-    update(_t)
-    .where(
-        _t.c.id == bindparam("sid"),
-        _t.c.status == SubscriberStatus.PENDING.value,
-        _t.c.deleted_at.is_(None),
+
+
+def _confirmed(dialect: str) -> Any:
+    """The newest consent (the subscribe being confirmed) gets its `confirmedAt`."""
+    if dialect == "postgresql":
+        doc = cast(_t.c.consent, postgresql.JSONB)
+        last = cast(func.jsonb_array_length(doc) - 1, Text)
+        path = postgresql.array([last, literal_column("'confirmedAt'")])
+        return case(
+            (
+                func.jsonb_array_length(doc) > 0,
+                cast(
+                    func.jsonb_set(doc, path, func.to_jsonb(bindparam("now_text", type_=Text))),
+                    Text,
+                ),
+            ),
+            else_=_t.c.consent,
+        )
+    return case(
+        (
+            func.json_array_length(_t.c.consent) > 0,
+            func.json_set(_t.c.consent, "$[#-1].confirmedAt", bindparam("now_text", type_=Text)),
+        ),
+        else_=_t.c.consent,
     )
-    # models.subscribed, with the new unsubscribe selector bound per request.
-    .values({**subscribed(bindparam("now")), "unsubscribe_selector": bindparam("new_selector")})
-    .returning(*PUBLIC_COLUMNS)
-)
+
+
+def _confirm(dialect: str) -> Any:
+    return (
+        update(_t)
+        .where(
+            _t.c.id == bindparam("sid"),
+            _t.c.status == SubscriberStatus.PENDING.value,
+            _t.c.deleted_at.is_(None),
+        )
+        # models.subscribed, with the new unsubscribe selector bound per request.
+        .values(
+            {
+                **subscribed(bindparam("now")),
+                "unsubscribe_selector": bindparam("new_selector"),
+                "consent": _confirmed(dialect),
+            }
+        )
+        .returning(*PUBLIC_COLUMNS)
+    )
+
+
+CONFIRM = {"postgresql": _confirm("postgresql"), "sqlite": _confirm("sqlite")}
 UNSUBSCRIBE = (
     update(_t)
     .where(
@@ -199,10 +249,15 @@ async def get_live(db: FastConn, subscriber_id: int) -> Row | None:
 
 
 async def confirm(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
-    """PENDING to ACTIVE (`subscribedAt` the confirmation time); None if it was not PENDING."""
-    return await db.fetchrow(
-        CONFIRM, {"sid": subscriber_id, "now": now, "new_selector": new_selector()}
-    )
+    """PENDING to ACTIVE (`subscribedAt` the confirmation time, and its consent's
+    `confirmedAt`); None if it was not PENDING."""
+    params = {
+        "sid": subscriber_id,
+        "now": now,
+        "now_text": format_time(now),
+        "new_selector": new_selector(),
+    }
+    return await db.fetchrow(CONFIRM[db.dialect], params)
 
 
 async def unsubscribe(db: FastDB, subscriber_id: int, now: Any) -> Row | None:

@@ -114,6 +114,7 @@ async def subscribe(request: Request) -> Response:
         client_ip=caller.client_ip,
         idempotency_key=key,
         language=pick_language(caller.accept_language),
+        user_agent=caller.user_agent,
     )
     return answer(outcome)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import Field
 
 from outreach.core.schemas import (
@@ -59,6 +60,17 @@ class Confirmed(OutModel):
     status: Literal["ACTIVE"]
 
 
+class Consent(OutModel):
+    """One consent, as recorded when the person subscribed (API.md section 14)."""
+
+    at: Timestamp
+    ip: str | None
+    user_agent: str | None
+    source: str | None
+    method: Literal["single", "double", "staff"]
+    confirmed_at: Timestamp | None
+
+
 class SubscriberOut(OutModel):
     id: IdStr
     email: str
@@ -70,6 +82,7 @@ class SubscriberOut(OutModel):
     created_at: Timestamp
     updated_at: Timestamp
     deleted_at: Timestamp | None
+    consent: Annotated[list[Consent], Field(description="Its consents, newest first")]
 
 
 class SubscriberPage(Page[SubscriberOut]):
@@ -95,6 +108,7 @@ def subscriber_json(row: Any) -> dict[str, Any]:
         "createdAt": created_text,
         "updatedAt": created_text if updated == created else format_time(updated),
         "deletedAt": format_time(deleted) if deleted is not None else None,
+        "consent": orjson.loads(get("consent"))[::-1],  # stored oldest first
     }
 
 

@@ -17,8 +17,11 @@ from outreach.idempotency.service import Outcome, run_once
 from outreach.state import State
 from outreach.subscribers import repository
 from outreach.subscribers.models import (
+    ConsentMethod,
     Subscriber,
     SubscriberStatus,
+    appended,
+    consent_record,
     new_row,
     subscribed,
     unsubscribed,
@@ -55,12 +58,14 @@ class SubscriberService:
         client_ip: str | None,
         idempotency_key: str | None,
         language: Language = "vi",
+        user_agent: str | None = None,
     ) -> Outcome[Row | None]:
         if state.screen.blocked(body.email, client_ip):
             # Answered like every subscribe, and nothing changes (API.md section 10).
             return Outcome(202, ACCEPTED, False, None)
         double = state.settings.subscribe_confirmation == "double"
         now = utcnow()
+        method = ConsentMethod.DOUBLE if double else ConsentMethod.SINGLE
         row = new_row(
             state.ids.next_id(),
             body.email,
@@ -69,6 +74,9 @@ class SubscriberService:
             now,
             confirm=double,
             language=language,
+            consent=consent_record(
+                now, method, ip=client_ip, user_agent=user_agent, source=body.source
+            ),
         )
 
         async def work(conn: FastConn) -> tuple[int, bytes, Row | None]:
@@ -176,8 +184,16 @@ class SubscriberService:
     ) -> Subscriber:
         if await repository.live_email_taken(session, body.email):
             raise EmailTaken("A subscriber with this email exists")
+        now = utcnow()
         subscriber = Subscriber(
-            **new_row(state.ids.next_id(), body.email, body.name, body.source, utcnow())
+            **new_row(
+                state.ids.next_id(),
+                body.email,
+                body.name,
+                body.source,
+                now,
+                consent=consent_record(now, ConsentMethod.STAFF, source=body.source),
+            )
         )
         session.add(subscriber)
         try:
@@ -201,6 +217,8 @@ class SubscriberService:
         if body.status is not None and body.status != subscriber.status:
             if body.status == SubscriberStatus.ACTIVE:
                 changes.update(subscribed(now))  # a resubscribe: a new token
+                staff = consent_record(now, ConsentMethod.STAFF, source=subscriber.source)
+                changes["consent"] = appended(subscriber.consent, staff)
                 event = "subscriber.subscribed"
             else:
                 changes.update(unsubscribed(now))
