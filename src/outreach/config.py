@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # The language of the staff notifications (visitors get theirs from Accept-Language).
     staff_language: Literal["vi", "en"] = "vi"
 
+    # Personal data of inquiries older than this many days is erased by a daily job
+    # (API.md section 14); unset: kept. The interval is a setting for tests.
+    inquiry_retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    retention_interval_seconds: float = Field(default=86_400.0, ge=0.1)
+
     # Where local state lives in development: the SQLite file and the development signing key.
     var_dir: Path = Path("var")
     # Database pool size per process (PostgreSQL).

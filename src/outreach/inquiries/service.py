@@ -245,7 +245,7 @@ class InquiryService:
             raise NotFound("No such inquiry")
         return found
 
-    async def _record(
+    async def record(
         self,
         session: AsyncSession,
         state: State,
@@ -313,7 +313,7 @@ class InquiryService:
         changes = changes_since(before, inquiry)
         if changes:  # setting what it already has is a no-op: no entry, no event
             inquiry.updated_at = now
-            await self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
+            await self.record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             await session.flush()
         return inquiry
 
@@ -343,7 +343,7 @@ class InquiryService:
                 inquiry.updated_at = now
                 updated.append(raw)
                 changes = changes_since(before, inquiry)
-                await self._record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
+                await self.record(session, state, inquiry, actor.sub, Action.UPDATED, changes, now)
             else:
                 skipped.append({"id": raw, "reason": outcome})
         await session.flush()
@@ -363,7 +363,7 @@ class InquiryService:
         inquiry = await self._locked(session, inquiry_id, deleted=False)
         now = utcnow()
         inquiry.deleted_at = inquiry.updated_at = now
-        await self._record(session, state, inquiry, actor.sub, Action.DELETED, {}, now)
+        await self.record(session, state, inquiry, actor.sub, Action.DELETED, {}, now)
         await session.flush()
 
     async def restore(
@@ -374,7 +374,7 @@ class InquiryService:
             now = utcnow()
             inquiry.deleted_at = None
             inquiry.updated_at = now
-            await self._record(session, state, inquiry, actor.sub, Action.RESTORED, {}, now)
+            await self.record(session, state, inquiry, actor.sub, Action.RESTORED, {}, now)
             await session.flush()
         return inquiry
 

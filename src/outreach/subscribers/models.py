@@ -67,6 +67,7 @@ class Subscriber(Base):
         ),
         Index("ix_subscribers_unsubscribe_selector", "unsubscribe_selector", unique=True),
         Index("ix_subscribers_confirm_selector", "confirm_selector", unique=True),
+        Index("ix_subscribers_email", "email"),
         Index("ix_subscribers_status_id", "status", "id"),
         Index("ix_subscribers_created_at", "created_at"),
         Index("ix_subscribers_subscribed_at", "subscribed_at"),

@@ -28,6 +28,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("consent", sa.Text(), nullable=False, server_default="[]"))
     with op.batch_alter_table("inquiries") as batch:
         batch.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
+    # An erase finds every subscriber of an address, deleted ones too (the unique index
+    # covers live rows only).
+    op.create_index("ix_subscribers_email", "subscribers", ["email"])
     op.create_index(
         "ix_inquiries_unerased_created_at",
         "inquiries",
@@ -39,6 +42,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_inquiries_unerased_created_at", table_name="inquiries")
+    op.drop_index("ix_subscribers_email", table_name="subscribers")
     with op.batch_alter_table("inquiries") as batch:
         batch.drop_column("erased_at")
     with op.batch_alter_table("subscribers") as batch:
