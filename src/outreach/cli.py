@@ -1,4 +1,4 @@
-"""The `outreach` command: serve, worker, migrate, seed, openapi, dev-token."""
+"""The `outreach` command: serve, worker, migrate, seed, erase, retention, openapi, dev-token."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import contextlib
 import signal
 import sys
 from collections.abc import Generator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
 from outreach.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from outreach.state import State
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Outreach service")
 
@@ -145,6 +148,58 @@ def seed() -> None:
     configure_logging(settings.log_level, settings.log_format)
     added = asyncio.run(run(settings, seed_only=True))
     typer.echo(f"seeded; {added} policy rule(s) added")
+
+
+@app.command()
+def erase(
+    email: Annotated[str, typer.Option(help="The data subject's address")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm")] = False,
+) -> None:
+    """Irreversibly erase an address's personal data (as POST /privacy/erase does)."""
+    from outreach.core.logging import configure_logging
+    from outreach.core.schemas import check_email
+    from outreach.main import run_one_off
+    from outreach.privacy.service import erase as run
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        address = check_email(email.strip())
+    except ValueError as exc:
+        typer.echo(f"outreach: --email: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not yes:
+        typer.confirm(
+            f"Erase every inquiry and subscriber of {address}? This cannot be undone", abort=True
+        )
+
+    async def job(state: State) -> dict[str, int]:
+        async with state.sessionmaker() as session, session.begin():
+            return await run(session, state, address, "cli")
+
+    counts = asyncio.run(run_one_off(settings, job))
+    typer.echo(orjson.dumps(counts).decode())
+
+
+@app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, erase nothing")] = False,
+) -> None:
+    """Run the retention job once now (INQUIRY_RETENTION_DAYS), or count what it would erase."""
+    from outreach.core.logging import configure_logging
+    from outreach.main import run_one_off
+    from outreach.privacy import retention as job
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    days = settings.inquiry_retention_days
+    if days is None:
+        typer.echo("outreach: INQUIRY_RETENTION_DAYS is not set; nothing is due", err=True)
+        raise typer.Exit(2)
+    count = asyncio.run(
+        run_one_off(settings, lambda state: (job.due if dry_run else job.run)(state, days))
+    )
+    typer.echo(orjson.dumps({"due" if dry_run else "erased": count, "days": days}).decode())
 
 
 @app.command()

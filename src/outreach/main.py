@@ -8,9 +8,9 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 import structlog
@@ -40,6 +40,8 @@ from outreach.inquiries import jobs as inquiry_jobs
 from outreach.inquiries.router import router as inquiries_router
 from outreach.jobs import Registry
 from outreach.jobs import purge as purge_jobs
+from outreach.privacy import retention
+from outreach.privacy.router import router as privacy_router
 from outreach.state import State, build_state
 from outreach.statistics.router import router as statistics_router
 from outreach.subscribers import jobs as subscriber_jobs
@@ -49,6 +51,7 @@ from outreach.webhooks.service import register_jobs as register_webhook_jobs
 from outreach.webhooks.service import webhook as webhook_service
 
 log = structlog.get_logger("outreach")
+T = TypeVar("T")
 
 DOMAIN_ROUTERS: tuple[Router, ...] = (
     inquiries_router,
@@ -56,6 +59,7 @@ DOMAIN_ROUTERS: tuple[Router, ...] = (
     statistics_router,
     blocklist_router,
     webhooks_router,
+    privacy_router,
 )
 # Each domain's job handlers (jobs/), registered on the process's worker.
 DOMAIN_JOBS: tuple[Callable[[Registry, State], None], ...] = (
@@ -74,9 +78,11 @@ from the identity service) with a role the Casbin policy allows. Errors are
 """
 
 
-async def _every(seconds: float, job: Any, name: str) -> None:
+async def _every(seconds: float, job: Any, name: str, *, first: float | None = None) -> None:
+    delay = seconds if first is None else first
     while True:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(delay)
+        delay = seconds
         try:
             await job()
         except Exception as exc:  # noqa: BLE001 - a periodic job must not die
@@ -117,6 +123,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_every(POLICY_RELOAD_SECONDS, state.authorizer.load, "policy")),
         asyncio.create_task(_every(PURGE_SECONDS, lambda: _purge(state), "purge")),
     ]
+    if (days := settings.inquiry_retention_days) is not None:
+        # Soon after start too: replicas redeployed daily would otherwise never reach a run.
+        interval = settings.retention_interval_seconds
+        tasks.append(
+            asyncio.create_task(
+                _every(
+                    interval,
+                    lambda: retention.run(state, days),
+                    "retention",
+                    first=min(interval, 60.0),
+                )
+            )
+        )
     # Start-up objects (modules, models, compiled statements) never die: keep them out of
     # the collector's scans, and collect young objects less often (fewer p99 pauses).
     gc.collect()
@@ -192,6 +211,29 @@ async def run_worker(settings: Settings) -> None:
             await state.redis.aclose()
         await state.http.aclose()
         log.info("Job worker stopped")
+
+
+# The worker id of one-off commands (`outreach erase`, `outreach retention`) without Redis:
+# keep it out of APP_ENV_NODE_ID's range for replicas (docs/operations.md).
+ONE_OFF_WORKER_ID = 1023
+
+
+async def run_one_off(settings: Settings, job: Callable[[State], Awaitable[T]]) -> T:
+    """A command's work with the service's state: the ids it makes come from a leased worker
+    id (with REDIS_URL) or the reserved ONE_OFF_WORKER_ID, never a serving replica's."""
+    ids = LeasedIds("auto" if settings.redis_dsn else ONE_OFF_WORKER_ID, settings.redis_dsn)
+    await ids.start()
+    state = build_state(settings, get_metrics(), ids, None)
+    await state.fastdb.open()
+    try:
+        return await job(state)
+    finally:
+        await state.fastdb.close()
+        await state.engine.dispose()
+        if state.redis is not None:
+            await state.redis.aclose()
+        await state.http.aclose()
+        await ids.stop()
 
 
 def create_app(

@@ -29,6 +29,7 @@ SEED_POLICY: tuple[tuple[str, str, str], ...] = (
     ("OWNER", "statistics", "read"),
     *(("OWNER", "blocklist", a) for a in ("read", "create", "delete")),
     *(("OWNER", "webhooks", a) for a in ("read", "create", "update", "delete")),
+    *(("OWNER", "privacy", a) for a in ("read", "erase")),
     *(("EMPLOYEE", "inquiries", a) for a in ("read", "update")),
     *(("EMPLOYEE", "subscribers", a) for a in ("read", "create", "update")),
     ("EMPLOYEE", "statistics", "read"),
