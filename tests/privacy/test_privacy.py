@@ -80,7 +80,11 @@ async def a_person_with_everything(api: Api) -> dict[str, Any]:
         api,
         "PATCH",
         f"{INQUIRIES}/{first}",
-        json={"status": "IN_PROGRESS", "note": f"gọi lại {name} số 0901234567", "assigneeId": "emp-9"},
+        json={
+            "status": "IN_PROGRESS",
+            "note": f"gọi lại {name} số 0901234567",
+            "assigneeId": "emp-9",
+        },
     )
     await ok(api, "POST", f"{INQUIRIES}/{first}/comments", json={"body": f"{email} đã trả lời"})
     await ok(api, "DELETE", f"{INQUIRIES}/{second}")
@@ -174,9 +178,7 @@ async def test_erase_removes_the_person_everywhere_and_keeps_the_counts(
     assert (kept["status"], kept["assigneeId"]) == ("IN_PROGRESS", "emp-9")  # triage state stays
     comments = await ok(api, "GET", f"{INQUIRIES}/{first}/comments")
     assert [c["body"] for c in comments["data"]] == ["[erased]"]
-    history = (await ok(api, "GET", f"{INQUIRIES}/{first}/history", params={"limit": 100}))[
-        "data"
-    ]
+    history = (await ok(api, "GET", f"{INQUIRIES}/{first}/history", params={"limit": 100}))["data"]
     for entry in history:
         assert them["name"] not in orjson.dumps(entry).decode()
     note_change = next(h for h in history if "note" in h["changes"])
@@ -186,7 +188,8 @@ async def test_erase_removes_the_person_everywhere_and_keeps_the_counts(
     assert erased_entry["changes"] == {}
 
     # Search by anything of theirs finds nothing (the trigram index is on the rebuilt text).
-    for q in (them["email"], them["email"].split("@")[0], them["name"], f"giao hàng {them['name']}"):
+    local = them["email"].split("@")[0]
+    for q in (them["email"], local, them["name"], f"giao hàng {them['name']}"):
         found = await ok(
             api, "GET", INQUIRIES, params={"q": q, "includeDeleted": "true", "limit": 100}
         )
@@ -220,7 +223,8 @@ async def test_erase_removes_the_person_everywhere_and_keeps_the_counts(
     assert [p["id"] for p in events.of("subscriber.unsubscribed")] == [them["subscriber"]]
     (line,) = [entry for entry in logs if entry["event"] == "Personal data erased"]
     assert (line["erasedBy"], line["inquiries"], line["subscribers"]) == ("owner-1", 2, 1)
-    assert them["email"] not in str(logs) and them["email"].split("@")[0] not in str(logs)
+    assert them["email"] not in str(logs)
+    assert local not in str(logs)
 
     # Irreversible and idempotent: nothing is left to erase.
     assert await ok(api, "POST", ERASE, json={"email": them["email"]}) == {
