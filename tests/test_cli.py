@@ -25,13 +25,18 @@ OUTREACH = [sys.executable, "-m", "outreach.cli"]
 
 
 def run(
-    args: list[str], env: dict[str, str], timeout: float = 60
+    args: list[str], env: dict[str, str], timeout: float = 60, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DATABASE_", "JWKS_"))
     }
     return subprocess.run(
-        [*OUTREACH, *args], env={**clean, **env}, capture_output=True, text=True, timeout=timeout
+        [*OUTREACH, *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
     )
 
 

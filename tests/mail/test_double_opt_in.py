@@ -302,3 +302,27 @@ async def test_the_confirm_mail_is_in_the_subscribers_language(
     assert mail.header("Subject") == "Xác nhận đăng ký nhận bản tin của Cửa hàng Lan"
     assert "Liên kết có hiệu lực trong 72 giờ" in mail.part("plain")
     assert '<html lang="vi">' in mail.part("html")
+
+
+async def test_the_consent_of_a_double_opt_in_is_confirmed_by_the_link(
+    mail_api: Api, smtp: SmtpServer
+) -> None:
+    email = unique_email("consent")
+    await subscribe(mail_api, email, **{"User-Agent": "Consent/1.0"})
+    pending = await row(mail_api, email)
+    owner = mail_api.owner
+    url = f"{BASE}/subscribers/{pending.id}"
+    (before,) = (await mail_api.client.get(url, headers=owner)).json()["consent"]
+    assert (before["method"], before["userAgent"], before["confirmedAt"]) == (
+        "double",
+        "Consent/1.0",
+        None,
+    )
+    (mail,) = await smtp.wait_for(email)
+    assert (await confirm(mail_api, token_in(mail))).status_code == 200
+    (after,) = (await mail_api.client.get(url, headers=owner)).json()["consent"]
+    assert after["confirmedAt"] is not None
+    assert after["confirmedAt"] >= after["at"]
+    assert {k: v for k, v in after.items() if k != "confirmedAt"} == {
+        k: v for k, v in before.items() if k != "confirmedAt"
+    }

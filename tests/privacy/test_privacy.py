@@ -266,15 +266,21 @@ async def test_privacy_routes_are_for_the_owner_and_validate(api: Api) -> None:
     assert_problem(await api.client.get(SUBJECT, params={"email": long}, headers=api.owner), 422)
 
 
-async def test_consent_is_kept_through_resubscribes_newest_first(api: Api) -> None:
+async def test_consent_is_kept_through_resubscribes_newest_first(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, email = person()
     email = email.lower()
+    events = await record_events(api, monkeypatch)
     await subscribe(api, email)
     (row,) = (await ok(api, "GET", SUBSCRIBERS, params={"q": email}))["data"]
     (single,) = row["consent"]
     assert single["method"] == "single"
     assert (single["ip"], single["userAgent"], single["source"]) == ("203.0.113.7", UA, "footer")
     assert single["confirmedAt"] is None
+    await api.drain_events()
+    (subscribed,) = events.of("subscriber.subscribed")
+    assert subscribed["consent"] == row["consent"]  # realtime carries it as the API shows it
     token = token_of(api, await subscriber_row(api, row["id"]))
     answer = await api.client.post(f"{SUBSCRIBERS}/unsubscribe", json={"token": token})
     assert answer.status_code == 200
