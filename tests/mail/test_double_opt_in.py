@@ -326,3 +326,19 @@ async def test_the_consent_of_a_double_opt_in_is_confirmed_by_the_link(
     assert {k: v for k, v in after.items() if k != "confirmedAt"} == {
         k: v for k, v in before.items() if k != "confirmedAt"
     }
+
+
+async def test_an_erased_pending_subscriber_cannot_be_confirmed(
+    mail_api: Api, smtp: SmtpServer
+) -> None:
+    email = unique_email("erased")
+    await subscribe(mail_api, email)
+    (mail,) = await smtp.wait_for(email)
+    erased = await mail_api.client.post(
+        f"{BASE}/privacy/erase", json={"email": email}, headers=mail_api.owner
+    )
+    assert erased.json() == {"inquiries": 0, "subscribers": 1}
+    answer = await confirm(mail_api, token_in(mail))
+    assert answer.status_code == 404  # the mailed link died with the person's data
+    page = await mail_api.client.get(CONFIRM, params={"token": token_in(mail)})
+    assert email not in page.text
