@@ -268,6 +268,54 @@ async def test_concurrent_decisions_about_one_address_take_turns(mail_api: Api) 
     assert sent == [address]
 
 
+async def test_one_mail_queued_twice_is_sent_once_even_at_the_same_moment(mail_api: Api) -> None:
+    """A fan-out run twice after a crash queues the same mail (same key) in two jobs that may
+    run at once: the one that claims it sends; the other is told to retry and then finds it
+    sent. A failed attempt gives the claim back, so its retry is not locked out."""
+    from outreach.jobs import RetryLater
+    from outreach.mail import Mail
+
+    sent: list[str] = []
+    failures = [OSError("connection refused")]
+    release = asyncio.Event()
+
+    class Slow:
+        async def send(self, message: Any, sender: str, recipient: str) -> None:
+            del message, sender
+            if failures:
+                raise failures.pop()
+            await release.wait()  # an SMTP conversation under way
+            sent.append(recipient)
+
+    mailer = mail_api.state.mailer
+    original = mailer.transport
+    mailer.transport = Slow()
+    try:
+        address = unique_email("twin")
+        mail = Mail("inquiry-ack", f"twin:{uuid.uuid4().hex}", address, "s", "t", "h", None)
+        with pytest.raises(RetryLater, match="SMTP"):
+            await mailer.send(mail)  # the first attempt fails: the claim is given back
+        first = asyncio.create_task(mailer.send(mail))
+        while not first.done() and not await _claimed(mail_api, mail.key):
+            await asyncio.sleep(0.01)
+        with pytest.raises(RetryLater, match="another worker is sending this mail"):
+            await mailer.send(mail)  # its twin, meanwhile
+        release.set()
+        assert await first == "go"
+        assert await mailer.send(mail) == "sent"  # the twin's retry
+    finally:
+        mailer.transport = original
+    assert sent == [address]
+
+
+async def _claimed(api: Api, key: str) -> bool:
+    async with api.state.sessionmaker() as session:
+        until = await session.scalar(
+            text("SELECT claimed_until FROM mail_log WHERE key = :key"), {"key": key}
+        )
+    return until is not None
+
+
 # ---- failures ----------------------------------------------------------------------------------
 
 

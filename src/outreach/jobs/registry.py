@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+# The id of the job whose handler is running in this task (None outside a job): a job taken
+# over after its worker died has the same id, a twin queued by a fan-out run twice another
+# (mail/mailer.py tells the two apart by it).
+running_job: ContextVar[int | None] = ContextVar("running_job", default=None)
 
 
 class RetryLater(Exception):  # noqa: N818 - a request, not an error of ours

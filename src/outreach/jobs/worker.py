@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from outreach.core.metrics import Metrics
 from outreach.jobs.models import jobs as jobs_table
-from outreach.jobs.registry import Entry, GiveUp, Job, Registry, RetryLater
+from outreach.jobs.registry import Entry, GiveUp, Job, Registry, RetryLater, running_job
 
 log = structlog.get_logger("outreach.jobs")
 
@@ -58,6 +58,14 @@ class JobFailed(Exception):
 
 async def _attempt(entry: Entry, job: Job, age_seconds: float, metrics: Metrics | None) -> Outcome:
     """Run one attempt of `job`; what to do with it next."""
+    token = running_job.set(job.id)
+    try:
+        return await _run(entry, job, age_seconds, metrics)
+    finally:
+        running_job.reset(token)
+
+
+async def _run(entry: Entry, job: Job, age_seconds: float, metrics: Metrics | None) -> Outcome:
     reason: str
     try:
         await entry.handler(job)

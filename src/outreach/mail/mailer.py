@@ -7,11 +7,15 @@ for each kind that has them): recorded as limited, nothing sent; else reserved (
 from now). Then SMTP. A failure raises RetryLater (the job's schedule retries it, the
 reservation is kept so the retry is not limited) or GiveUp for a refusal for good. The
 decision locks a row per (kind, address) first, so two replicas deciding about one address
-take turns: the limits hold whatever the number of requests and workers.
+take turns: the limits hold whatever the number of requests and workers. The job that goes
+claims the mail for its attempt (`claimed_by`, `claimed_until`): a twin job for the same
+key (a fan-out run twice after a crash) meanwhile is told to retry and then finds it sent,
+while the same job taken over after its worker died may go again at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -33,8 +37,10 @@ from outreach.core.metrics import Metrics
 from outreach.db.base import table_of, utcnow
 from outreach.db.fast import FastDB
 from outreach.jobs import GiveUp, RetryLater
+from outreach.jobs.registry import running_job
 from outreach.mail.models import MailLimit, MailLog
 from outreach.mail.transport import (
+    SEND_TIMEOUT,
     OutboxTransport,
     Permanent,
     SmtpTransport,
@@ -50,7 +56,9 @@ WINDOW = timedelta(hours=24)
 PER_WINDOW = 5
 KEEP_LOG = timedelta(days=7)
 
-Decision = Literal["go", "sent", "limited"]
+# go: this worker sends it now; sent: sent before; limited: over its address's limits;
+# busy: another worker is sending it right now (a job run twice): try again later.
+Decision = Literal["go", "sent", "limited", "busy"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -125,7 +133,18 @@ def _lock_stmt(insert: Any) -> Any:
 
 
 _LOCK = {"postgresql": _lock_stmt(postgresql.insert), "sqlite": _lock_stmt(sqlite.insert)}
-_FIND = select(_log.c.status).where(_log.c.key == bindparam("p_key"))
+_FIND = select(_log.c.status, _log.c.claimed_by, _log.c.claimed_until).where(
+    _log.c.key == bindparam("p_key")
+)
+# A worker about to hand a reserved mail to SMTP claims it for this long: longer than one
+# attempt can take (transport.SEND_TIMEOUT), so a claim lapses only when its worker is gone.
+CLAIM = timedelta(seconds=SEND_TIMEOUT * 2)
+NO_CLAIM: dict[str, Any] = {"p_by": None, "p_until": None}
+_CLAIM = (
+    update(_log)
+    .where(_log.c.key == bindparam("p_key"))
+    .values(claimed_by=bindparam("p_by"), claimed_until=bindparam("p_until"))
+)
 _RECENT = select(_log.c.created_at).where(
     _log.c.kind == bindparam("p_kind"),
     _log.c.address_hash == bindparam("p_hash"),
@@ -138,11 +157,19 @@ _RECORD = _log.insert().values(
     address_hash=bindparam("p_hash"),
     status=bindparam("p_status"),
     created_at=bindparam("p_now"),
+    claimed_by=bindparam("p_by"),
+    claimed_until=bindparam("p_until"),
 )
 _SENT = (
     update(_log)
     .where(_log.c.key == bindparam("p_key"))
-    .values(status="sent", sent_at=bindparam("p_now"), message_id=bindparam("p_message_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("p_now"),
+        message_id=bindparam("p_message_id"),
+        claimed_by=None,
+        claimed_until=None,
+    )
 )
 _PURGE = (
     delete(_log).where(_log.c.created_at < bindparam("p_before")),
@@ -181,15 +208,19 @@ class Mailer:
             return decision
         if decision == "sent":
             return decision
+        if decision == "busy":
+            raise RetryLater("another worker is sending this mail")
         message = self.build(mail)
         started = time.monotonic()
         try:
             await self.transport.send(message, self._sender, mail.to)
         except Permanent as exc:
             self._metrics.mail_failures.labels(kind=mail.kind).inc()
+            await self._release(mail)
             raise GiveUp(f"SMTP refused the mail for good ({exc.code})") from None
         except Exception as exc:  # noqa: BLE001 - every other failure is worth a retry
             self._metrics.mail_failures.labels(kind=mail.kind).inc()
+            await self._release(mail)
             raise RetryLater(f"SMTP: {error_reason(exc)}") from None
         message_id = str(message["Message-ID"])
         await self._db.execute(
@@ -207,6 +238,8 @@ class Mailer:
 
     async def _decide(self, mail: Mail) -> Decision:
         now = utcnow()
+        job = running_job.get()
+        me = None if job is None else str(job)
         keys = {"p_kind": mail.kind, "p_hash": address_hash(mail.to)}
         async with self._db.transaction() as conn:
             # First: the lock row of this address and kind (held to the commit).
@@ -214,7 +247,13 @@ class Mailer:
             found = await conn.fetchrow(_FIND, {"p_key": mail.key})
             if found is not None:
                 status = found["status"]
-                return "go" if status == "reserved" else "sent" if status == "sent" else "limited"
+                if status != "reserved":
+                    return "sent" if status == "sent" else "limited"
+                until = found["claimed_until"]
+                if until is not None and until > now and (me is None or found["claimed_by"] != me):
+                    return "busy"  # another job is sending it (not this one, taken over)
+                await conn.execute(_CLAIM, {"p_key": mail.key, "p_by": me, "p_until": now + CLAIM})
+                return "go"
             status = "reserved"
             if mail.limited:
                 recent = [
@@ -223,10 +262,16 @@ class Mailer:
                 ]
                 if len(recent) >= PER_WINDOW or any(at > now - MIN_GAP for at in recent):
                     status = "limited"
+            claim = {"p_by": me, "p_until": now + CLAIM} if status == "reserved" else NO_CLAIM
             await conn.execute(
-                _RECORD, {**keys, "p_key": mail.key, "p_status": status, "p_now": now}
+                _RECORD, {**keys, "p_key": mail.key, "p_status": status, "p_now": now, **claim}
             )
         return "go" if status == "reserved" else "limited"
+
+    async def _release(self, mail: Mail) -> None:
+        """The attempt failed: its claim goes, so the retry (or a twin job) may send."""
+        with contextlib.suppress(Exception):  # a claim left behind lapses by itself
+            await self._db.execute(_CLAIM, {"p_key": mail.key, **NO_CLAIM})
 
     def build(self, mail: Mail) -> EmailMessage:
         """UTF-8 multipart text + HTML with a Message-ID (API.md section 12)."""

@@ -27,6 +27,10 @@ class MailLog(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # While a job hands a reserved mail to SMTP: which job (its id), and until when no other
+    # may (mailer.CLAIM).
+    claimed_by: Mapped[str | None] = mapped_column(String(24))
+    claimed_until: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint("status IN ('reserved', 'sent', 'limited')", name="status"),
