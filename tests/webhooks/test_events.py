@@ -172,3 +172,30 @@ async def test_submit_queues_its_fan_out_in_its_own_statement(api: Api, emitted:
             )
         ).all()
     assert {"messageId": str(message_id)} in await queued_jobs(api, "webhook.deliver")
+
+
+async def test_a_fan_out_run_again_queues_nothing_new(api: Api) -> None:
+    """A worker killed after the fan-out's commit and before the job was marked done runs it
+    again: each endpoint still has one message (one webhook-id) for the event."""
+    first = await create(api, events=["inquiry.sent"])
+    second = await create(api, events=["inquiry.sent", "inquiry.updated"])
+    inquiry_id = await submit(api)
+    (fan_out,) = [p for p in await queued_jobs(api, "inquiry.sent") if p["inquiryId"] == inquiry_id]
+    await run_job(api, "inquiry.sent", fan_out)
+    await run_job(api, "inquiry.sent", fan_out)  # the crashed worker's job, run again
+    for hook in (first, second):
+        (queued,) = await messages(api, hook["id"])
+        assert queued["data"]["id"] == inquiry_id
+    # ...and one delivery job per message.
+    async with api.state.sessionmaker() as session:
+        ids = (
+            await session.scalars(
+                select(WebhookMessage.id).where(
+                    WebhookMessage.endpoint_id.in_([int(first["id"]), int(second["id"])])
+                )
+            )
+        ).all()
+    delivering = [
+        p for p in await queued_jobs(api, "webhook.deliver") if int(p["messageId"]) in ids
+    ]
+    assert len(delivering) == 2

@@ -40,7 +40,7 @@ def _mailable(inquiry: Any) -> bool:
 def register(registry: Registry, state: State) -> None:
     async def sent(job: Job) -> None:
         """Fan out: a job per mail, in one transaction (run twice after a crash, the mails'
-        keys keep each from being sent twice)."""
+        keys keep each from being sent twice), then the webhook messages."""
         settings = state.settings
         inquiry_id = job.payload["inquiryId"]
         async with state.fastdb.transaction() as conn:
@@ -49,11 +49,18 @@ def register(registry: Registry, state: State) -> None:
             if settings.inquiry_ack:
                 await enqueue(conn, ACK, {"inquiryId": inquiry_id, "lang": job.payload["lang"]})
         # The webhooks listening (State.outbox): the event, with the inquiry as its
-        # payload (the realtime one). Run twice after a crash, its messages are queued twice.
+        # payload (the realtime one). Run twice after a crash, it queues nothing new: one
+        # message per endpoint and source, so one webhook-id per event.
         async with state.sessionmaker() as session, session.begin():
             row = await repository.get(session, int(inquiry_id), include_deleted=True)
             if row is not None:
-                await state.outbox(session, state, repository.SENT_JOB, inquiry_json(row))
+                await state.outbox(
+                    session,
+                    state,
+                    repository.SENT_JOB,
+                    inquiry_json(row),
+                    source=f"{repository.SENT_JOB}:{inquiry_id}",
+                )
 
     async def notify(job: Job) -> None:
         inquiry = await repository.find(state.fastdb, int(job.payload["inquiryId"]))
