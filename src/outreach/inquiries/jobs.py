@@ -43,16 +43,19 @@ def register(registry: Registry, state: State) -> None:
         keys keep each from being sent twice), then the webhook messages."""
         settings = state.settings
         inquiry_id = job.payload["inquiryId"]
-        async with state.fastdb.transaction() as conn:
-            for address in settings.inquiry_notify_to:
-                await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
-            if settings.inquiry_ack:
-                await enqueue(conn, ACK, {"inquiryId": inquiry_id, "lang": job.payload["lang"]})
+        if wants_sent_job(settings):  # else queued for the webhooks alone: no empty commit
+            async with state.fastdb.transaction() as conn:
+                for address in settings.inquiry_notify_to:
+                    await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
+                if settings.inquiry_ack:
+                    await enqueue(conn, ACK, {"inquiryId": inquiry_id, "lang": job.payload["lang"]})
         # The webhooks listening (State.outbox): the event, with the inquiry as its
         # payload (the realtime one). Run twice after a crash, it queues nothing new: one
         # message per endpoint and source, so one webhook-id per event.
         async with state.sessionmaker() as session, session.begin():
-            row = await repository.get(session, int(inquiry_id), include_deleted=True)
+            # A Core read (the payload needs the columns, not an ORM object).
+            found = await session.execute(repository.GET, {"p_id": int(inquiry_id)})
+            row = found.mappings().first()
             if row is not None:
                 await state.outbox(
                     session,
