@@ -4,6 +4,7 @@ that rolls back queues nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,3 +200,23 @@ async def test_a_fan_out_run_again_queues_nothing_new(api: Api) -> None:
         p for p in await queued_jobs(api, "webhook.deliver") if int(p["messageId"]) in ids
     ]
     assert len(delivering) == 2
+
+
+async def test_a_burst_of_submits_fans_out_each_inquiry_once(api: Api) -> None:
+    """A burst is one grouped INSERT (PostgreSQL): its SENT rows share one fan-out job
+    (`inquiryIds`); every inquiry still gets one message per endpoint, run twice or not."""
+    hook = await create(api, events=["inquiry.sent"])
+    mine = set(await asyncio.gather(*(submit(api) for _ in range(24))))
+    jobs = [
+        p
+        for p in await queued_jobs(api, "inquiry.sent")
+        if mine & set(p.get("inquiryIds") or [p.get("inquiryId")])
+    ]
+    named = [i for p in jobs for i in p.get("inquiryIds") or [p["inquiryId"]]]
+    assert sorted(named) == sorted(mine)  # each inquiry in exactly one job
+    for payload in jobs:
+        await run_job(api, "inquiry.sent", payload)
+    await run_job(api, "inquiry.sent", jobs[0])  # a crashed worker's job, run again
+    queued = await messages(api, hook["id"])
+    assert sorted(m["data"]["id"] for m in queued) == sorted(mine)
+    assert {m["type"] for m in queued} == {"inquiry.sent"}
