@@ -173,6 +173,9 @@ async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.flush()
 
 
+_CHUNK = 10_000
+
+
 async def drop_queued(
     session: AsyncSession, endpoint_id: int, now: datetime, why: str, *, only: int | None = None
 ) -> list[int]:
@@ -193,11 +196,13 @@ async def drop_queued(
             .returning(_messages.c.id)
         )
     )
-    if dropped:
+    # Their pending first attempts, by id in chunks: a backlog can hold more ids than a
+    # statement may bind (32,767 on asyncpg, 32,766 on SQLite).
+    for at in range(0, len(dropped), _CHUNK):
         await session.execute(
             update(_deliveries)
             .where(
-                _deliveries.c.message_id.in_(dropped),
+                _deliveries.c.message_id.in_(dropped[at : at + _CHUNK]),
                 _deliveries.c.status == DeliveryStatus.PENDING.value,
             )
             .values(status=DeliveryStatus.FAILED.value, error=why, at=now)
