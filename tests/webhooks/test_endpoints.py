@@ -284,7 +284,7 @@ async def test_delete_drops_a_backlog_larger_than_a_statement_can_bind(pg_api: A
     answer = await api.client.delete(f"{WEBHOOKS}/{created['id']}", headers=api.owner)
     assert answer.status_code == 204, answer.text
     async with api.state.engine.connect() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             (
                 await conn.execute(
                     text(
@@ -295,7 +295,7 @@ async def test_delete_drops_a_backlog_larger_than_a_statement_can_bind(pg_api: A
                 )
             ).all()
         )
-        attempts = dict(
+        attempts: dict[str, int] = dict(
             (
                 await conn.execute(
                     text(
