@@ -1,8 +1,8 @@
 """Webhook messages name what queued them, once per endpoint.
 
-Revision ID: 0013_webhook_message_source
-Revises: 0012_privacy
-Create Date: 2026-12-01 17:00:00
+Revision ID: 0014_webhook_message_source
+Revises: 0013_mail_claims
+Create Date: 2026-12-01 18:00:00
 
 `webhook_messages.source` is the key of the fan-out that queued a message (`inquiry.sent:<id>`,
 `subscriber.subscribed:<id>:<job>`), unique per endpoint: a fan-out job run again (its worker
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_webhook_message_source"
-down_revision: str | None = "0012_privacy"
+revision: str = "0014_webhook_message_source"
+down_revision: str | None = "0013_mail_claims"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
