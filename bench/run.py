@@ -379,6 +379,103 @@ def submit_with_webhook(base: str, auth: dict[str, str], results: dict[str, Any]
         receiver.close()
 
 
+class WorkerProcess:
+    """`outreach worker` apart from the web replica (the production layout for webhooks:
+    JOBS_WORKER=false on the replicas)."""
+
+    def __init__(self, env: dict[str, str], name: str, python: str = sys.executable) -> None:
+        self.log_file = (OUT / f"worker-{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [python, "-m", "outreach.cli", "worker"],
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+def webhook_layout_runs(env: dict[str, str], python: str, auth: dict[str, str]) -> dict[str, Any]:
+    """Submit on a web replica with JOBS_WORKER=false, without and with one endpoint
+    subscribed to inquiry.sent, in turn on fresh servers (a run drifts as the table grows):
+    `submit_apart` (no endpoint); `submit_apart_webhook` (the endpoint, its jobs queued by the
+    grouped INSERT, the worker elsewhere: started after the load, to drain what was
+    queued); `submit_apart_webhook_worker` (the same with an `outreach worker` process on
+    this machine's 2 cores during the load)."""
+    found: dict[str, Any] = {}
+    runs = [
+        ("submit_apart", False, None, 3411),
+        ("submit_apart_webhook", True, "after", 3412),
+        ("submit_apart", False, None, 3413),
+        ("submit_apart_webhook", True, "after", 3414),
+        ("submit_apart_webhook_worker", True, "during", 3415),
+    ]
+    measured: dict[str, list[dict[str, float]]] = {}
+    apart = {**env, "JOBS_WORKER": "false"}
+    for name, hooked, worker_when, port in runs:
+        clear_queue()
+        psql("VACUUM ANALYZE inquiries")
+        server = Server(apart, port, python=python)
+        worker: WorkerProcess | None = None
+        receiver = Receiver() if hooked else None
+        try:
+            endpoint_id = None
+            if receiver is not None:
+                created = httpx.post(
+                    server.url + f"{BASE}/webhooks",
+                    json={"url": receiver.url, "events": ["inquiry.sent"]},
+                    headers=auth,
+                    timeout=10,
+                )
+                created.raise_for_status()
+                endpoint_id = created.json()["id"]
+            if worker_when == "during":
+                worker = WorkerProcess(env, str(port), python)
+                time.sleep(2)  # started and listening before the load
+            before = int(psql("SELECT count(*) FROM inquiries WHERE status = 'SENT'"))
+            figures = wrk(server.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+            measured.setdefault(name, []).append(figures)
+            if receiver is not None:
+                sent = int(psql("SELECT count(*) FROM inquiries WHERE status = 'SENT'")) - before
+                at_end = receiver.received
+                if worker is None:
+                    worker = WorkerProcess(env, str(port), python)
+                waited = receiver.wait_for(sent, timeout=60)
+                found.setdefault(f"{name}_delivery", []).append(
+                    {
+                        "inquiries": sent,
+                        "delivered_during_load": at_end,
+                        "delivered": receiver.received,
+                        "seconds_after_load": round(waited, 1),
+                        "per_s_after_load": round((receiver.received - at_end) / waited, 1)
+                        if waited
+                        else 0.0,
+                    }
+                )
+                httpx.delete(
+                    server.url + f"{BASE}/webhooks/{endpoint_id}", headers=auth, timeout=10
+                ).raise_for_status()
+        finally:
+            if worker is not None:
+                worker.stop()
+            if receiver is not None:
+                receiver.close()
+            server.stop()
+    for name, all_runs in measured.items():
+        found[name] = {k: sum(r[k] for r in all_runs) / len(all_runs) for k in all_runs[0]}
+        found[f"{name}_runs"] = [round(r["rps"]) for r in all_runs]
+    clear_queue()
+    return found
+
+
 def rss_mb(pid: int) -> float:
     total = 0
     for child in [pid, *children(pid)]:
@@ -649,6 +746,8 @@ def main() -> int:
                     submit_with_webhook(base, auth, results)
             if ONLY == "submit":
                 results["peak_rss_mb"] = round(server.peak_mb, 1)
+                server.stop()
+                results.update(webhook_layout_runs(env, python, auth))
                 return report_submit(results)
             with server.sample_rss():
                 # Reads first, on the seeded table, before the write runs add rows and wake
@@ -798,10 +897,33 @@ def report_submit(r: dict[str, Any]) -> int:
         )
     hook = r["webhook"]
     lines.append(
-        f"with a webhook / without: x{r['submit_webhook']['rps'] / r['submit']['rps']:.2f}; "
+        f"in-process worker: with a webhook / without: "
+        f"x{r['submit_webhook']['rps'] / r['submit']['rps']:.2f}; "
         f"{hook['delivered']} of {hook['inquiries']} inquiries delivered, "
         f"{hook['drain_seconds_after_load']} s after the load"
     )
+    if "submit_apart" in r:
+        lines.append("web replica with JOBS_WORKER=false (runs in turn, means):")
+        for name in ("submit_apart", "submit_apart_webhook", "submit_apart_webhook_worker"):
+            m = r[name]
+            lines.append(
+                f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}"
+                f"{m['errors']:>8.0f}  {r[f'{name}_runs']}"
+            )
+        plain = r["submit_apart"]["rps"]
+        lines.append(
+            f"worker elsewhere (started after the load): "
+            f"x{r['submit_apart_webhook']['rps'] / plain:.2f} of without; "
+            f"`outreach worker` on the same 2 cores during the load: "
+            f"x{r['submit_apart_webhook_worker']['rps'] / plain:.2f}"
+        )
+        for name in ("submit_apart_webhook", "submit_apart_webhook_worker"):
+            for d in r[f"{name}_delivery"]:
+                lines.append(
+                    f"  {name}: {d['delivered']} of {d['inquiries']} delivered "
+                    f"({d['delivered_during_load']} during the load), then "
+                    f"{d['per_s_after_load']}/s for {d['seconds_after_load']} s"
+                )
     print("\n".join(lines))
     (OUT / "latest-submit.json").write_text(json.dumps(r, indent=2))
     return 0

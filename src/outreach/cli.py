@@ -113,17 +113,29 @@ def worker(
         int | None, typer.Option(help="Serve Prometheus metrics on this port (all interfaces)")
     ] = None,
 ) -> None:
-    """Run the job worker alone (mail; `serve` runs one in every process too)."""
+    """Run the job worker alone (mail, webhooks; `serve` runs one in every process too,
+    unless JOBS_WORKER=false)."""
     from outreach.core.logging import configure_logging
+    from outreach.ids.leases import LeaseError
     from outreach.main import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_id == "auto" and not settings.redis_dsn:
+        typer.echo(
+            "outreach: APP_ENV_NODE_ID=auto needs REDIS_URL (worker ids are leased in Redis); "
+            "set REDIS_URL or a fixed APP_ENV_NODE_ID 0..1023 that no replica uses",
+            err=True,
+        )
+        raise typer.Exit(2)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except LeaseError:
+        raise typer.Exit(3) from None  # logged: "Startup refused"
 
 
 @app.command()

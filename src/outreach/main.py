@@ -178,15 +178,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings) -> None:
     """`outreach worker`: the job worker alone (no HTTP), until SIGTERM or SIGINT, which
-    let running jobs finish within SHUTDOWN_DRAIN_SECONDS and hand back the rest."""
-    worker_id = settings.worker_id
-    # Job handlers make no ids; a generator is there because the State has one.
-    state = build_state(
-        settings,
-        get_metrics(),
-        SnowflakeGenerator(worker_id if isinstance(worker_id, int) else 0),
-        None,
-    )
+    let running jobs finish within SHUTDOWN_DRAIN_SECONDS and hand back the rest.
+
+    It runs every domain's jobs as `serve` does, the webhook fan-out and deliveries included
+    (State.outbox installed), and those make ids: it takes a Snowflake worker id of its own,
+    leased from Redis with APP_ENV_NODE_ID=auto, else the fixed APP_ENV_NODE_ID it is given
+    (which no replica may share: docs/operations.md)."""
+    ids = LeasedIds(settings.worker_id, settings.redis_dsn, ttl=settings.worker_lease_ttl_seconds)
+    try:
+        await ids.start()
+    except LeaseError as exc:
+        log.error("Startup refused", reason=str(exc))
+        raise
+    state = build_state(settings, get_metrics(), ids, None)
+    state.outbox = webhook_service.queue_event  # the fan-out jobs queue webhook messages
     for register in DOMAIN_JOBS:
         register(state.jobs.registry, state)
     stop = asyncio.Event()
@@ -200,6 +205,7 @@ async def run_worker(settings: Settings) -> None:
             "Job worker started",
             database="postgresql" if settings.is_postgres else "sqlite",
             kinds=len(state.jobs.registry.kinds()),
+            workerId=ids.worker_id,
         )
         await stop.wait()
         log.info("Shutdown requested", drainSeconds=settings.shutdown_drain_seconds)
@@ -210,6 +216,8 @@ async def run_worker(settings: Settings) -> None:
         if state.redis is not None:
             await state.redis.aclose()
         await state.http.aclose()
+        await state.outbound.aclose()
+        await ids.stop()
         log.info("Job worker stopped")
 
 

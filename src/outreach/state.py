@@ -7,7 +7,7 @@ and `close` are the lifespan's halves. Routes and services receive the State (ne
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -64,11 +64,28 @@ class _Open:
 # What an event must cause that may not be lost (webhook messages), queued in the transaction
 # of the change itself: never for a change that rolls back. main.py installs the webhooks
 # domain's; the domains call `state.outbox` without knowing who listens.
-Outbox = Callable[[AsyncSession, "State", str, Mapping[str, Any]], Awaitable[None]]
+# `source`: the key of a fan-out done by a job after the change's commit (it may run twice):
+# one message per source and endpoint (webhooks/service.py).
+class Outbox(Protocol):
+    def __call__(
+        self,
+        session: AsyncSession,
+        state: State,
+        event: str,
+        payload: Mapping[str, Any],
+        /,
+        *,
+        source: str | None = None,
+    ) -> Awaitable[None]: ...
 
 
 async def no_outbox(
-    _session: AsyncSession, _state: State, _event: str, _payload: Mapping[str, Any]
+    _session: AsyncSession,
+    _state: State,
+    _event: str,
+    _payload: Mapping[str, Any],
+    *,
+    source: str | None = None,  # noqa: ARG001
 ) -> None:
     return None
 

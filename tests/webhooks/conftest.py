@@ -92,3 +92,20 @@ async def _endpoints_removed_after() -> AsyncIterator[None]:
                 .where(WebhookEndpoint.deleted_at.is_(None))
                 .values(deleted_at=utcnow(), active=False)
             )
+
+
+@pytest.fixture(scope="session")
+async def sqlite_hook_api(var_dir: Path, dev_key: ECKey) -> AsyncIterator[Api]:
+    """SQLite with WEBHOOK_ALLOW_PRIVATE=true, no job worker."""
+    url = await new_database(var_dir, "sqlite")
+    async with _quiet_api(url, var_dir, dev_key, webhook_allow_private=True) as api:
+        yield api
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def hooked_api(request: pytest.FixtureRequest) -> Api:
+    """Either database, WEBHOOK_ALLOW_PRIVATE=true (receivers on 127.0.0.1), no job worker."""
+    result: Api = request.getfixturevalue(
+        "hook_api" if request.param == "postgresql" else "sqlite_hook_api"
+    )
+    return result

@@ -256,6 +256,60 @@ async def test_delete_drops_queued_deliveries(api: Api) -> None:
     assert dropped.body is None
 
 
+async def test_delete_drops_a_backlog_larger_than_a_statement_can_bind(pg_api: Api) -> None:
+    """A receiver down for hours under load leaves tens of thousands of queued messages:
+    deleting its endpoint still answers 204 and drops them all (asyncpg binds at most
+    32,767 parameters to a statement)."""
+    api = pg_api
+    created = await create(api)
+    count = 33_000  # ids of their own (negative: no Snowflake is)
+    async with api.state.engine.begin() as conn:
+        params = {"e": int(created["id"]), "n": count}
+        await conn.execute(
+            text(
+                "INSERT INTO webhook_messages (id, endpoint_id, event, body, state, attempts,"
+                " created_at) SELECT -(CAST(:e AS bigint) + g), :e, 'webhook.test', '{}',"
+                " 'queued', 0, now() FROM generate_series(1, :n) g"
+            ),
+            params,
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, message_id, event, attempt,"
+                " status, at) SELECT id, endpoint_id, id, event, 1, 'pending', now()"
+                " FROM webhook_messages WHERE endpoint_id = :e"
+            ),
+            {"e": params["e"]},
+        )
+    answer = await api.client.delete(f"{WEBHOOKS}/{created['id']}", headers=api.owner)
+    assert answer.status_code == 204, answer.text
+    async with api.state.engine.connect() as conn:
+        states: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT state, count(*) FROM webhook_messages WHERE endpoint_id = :e"
+                        " GROUP BY state"
+                    ),
+                    {"e": int(created["id"])},
+                )
+            ).all()
+        )
+        attempts: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT status, count(*) FROM webhook_deliveries WHERE endpoint_id = :e"
+                        " GROUP BY status"
+                    ),
+                    {"e": int(created["id"])},
+                )
+            ).all()
+        )
+    assert states == {"dropped": count}
+    assert attempts == {"failed": count}
+
+
 async def test_lists_are_keyset_pages(api: Api) -> None:
     ids = [(await create(api))["id"] for _ in range(3)]
     first = await api.client.get(WEBHOOKS, params={"limit": 2}, headers=api.owner)

@@ -4,6 +4,7 @@ that rolls back queues nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,3 +173,50 @@ async def test_submit_queues_its_fan_out_in_its_own_statement(api: Api, emitted:
             )
         ).all()
     assert {"messageId": str(message_id)} in await queued_jobs(api, "webhook.deliver")
+
+
+async def test_a_fan_out_run_again_queues_nothing_new(api: Api) -> None:
+    """A worker killed after the fan-out's commit and before the job was marked done runs it
+    again: each endpoint still has one message (one webhook-id) for the event."""
+    first = await create(api, events=["inquiry.sent"])
+    second = await create(api, events=["inquiry.sent", "inquiry.updated"])
+    inquiry_id = await submit(api)
+    (fan_out,) = [p for p in await queued_jobs(api, "inquiry.sent") if p["inquiryId"] == inquiry_id]
+    await run_job(api, "inquiry.sent", fan_out)
+    await run_job(api, "inquiry.sent", fan_out)  # the crashed worker's job, run again
+    for hook in (first, second):
+        (queued,) = await messages(api, hook["id"])
+        assert queued["data"]["id"] == inquiry_id
+    # ...and one delivery job per message.
+    async with api.state.sessionmaker() as session:
+        ids = (
+            await session.scalars(
+                select(WebhookMessage.id).where(
+                    WebhookMessage.endpoint_id.in_([int(first["id"]), int(second["id"])])
+                )
+            )
+        ).all()
+    delivering = [
+        p for p in await queued_jobs(api, "webhook.deliver") if int(p["messageId"]) in ids
+    ]
+    assert len(delivering) == 2
+
+
+async def test_a_burst_of_submits_fans_out_each_inquiry_once(api: Api) -> None:
+    """A burst is one grouped INSERT (PostgreSQL): its SENT rows share one fan-out job
+    (`inquiryIds`); every inquiry still gets one message per endpoint, run twice or not."""
+    hook = await create(api, events=["inquiry.sent"])
+    mine = set(await asyncio.gather(*(submit(api) for _ in range(24))))
+    jobs = [
+        p
+        for p in await queued_jobs(api, "inquiry.sent")
+        if mine & set(p.get("inquiryIds") or [p.get("inquiryId")])
+    ]
+    named = [i for p in jobs for i in p.get("inquiryIds") or [p["inquiryId"]]]
+    assert sorted(named) == sorted(mine)  # each inquiry in exactly one job
+    for payload in jobs:
+        await run_job(api, "inquiry.sent", payload)
+    await run_job(api, "inquiry.sent", jobs[0])  # a crashed worker's job, run again
+    queued = await messages(api, hook["id"])
+    assert sorted(m["data"]["id"] for m in queued) == sorted(mine)
+    assert {m["type"] for m in queued} == {"inquiry.sent"}

@@ -39,21 +39,34 @@ def _mailable(inquiry: Any) -> bool:
 
 def register(registry: Registry, state: State) -> None:
     async def sent(job: Job) -> None:
-        """Fan out: a job per mail, in one transaction (run twice after a crash, the mails'
-        keys keep each from being sent twice)."""
+        """Fan out one inquiry (`inquiryId`) or a burst's (`inquiryIds`, the grouped INSERT's
+        one job when only webhooks listen): a job per mail, in one transaction (run twice
+        after a crash, the mails' keys keep each from being sent twice), then the webhook
+        messages of them all, in one transaction."""
         settings = state.settings
-        inquiry_id = job.payload["inquiryId"]
-        async with state.fastdb.transaction() as conn:
-            for address in settings.inquiry_notify_to:
-                await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
-            if settings.inquiry_ack:
-                await enqueue(conn, ACK, {"inquiryId": inquiry_id, "lang": job.payload["lang"]})
+        ids = [str(i) for i in job.payload.get("inquiryIds") or [job.payload["inquiryId"]]]
+        if wants_sent_job(settings):  # else queued for the webhooks alone: no empty commit
+            async with state.fastdb.transaction() as conn:
+                for inquiry_id in ids:
+                    for address in settings.inquiry_notify_to:
+                        await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
+                    if settings.inquiry_ack:
+                        lang = {"lang": job.payload["lang"]} if "lang" in job.payload else {}
+                        await enqueue(conn, ACK, {"inquiryId": inquiry_id, **lang})
         # The webhooks listening (State.outbox): the event, with the inquiry as its
-        # payload (the realtime one). Run twice after a crash, its messages are queued twice.
+        # payload (the realtime one). Run twice after a crash, it queues nothing new: one
+        # message per endpoint and source, so one webhook-id per event.
         async with state.sessionmaker() as session, session.begin():
-            row = await repository.get(session, int(inquiry_id), include_deleted=True)
-            if row is not None:
-                await state.outbox(session, state, repository.SENT_JOB, inquiry_json(row))
+            # A Core read (the payload needs the columns, not ORM objects).
+            found = await session.execute(repository.GET_MANY, {"p_ids": [int(i) for i in ids]})
+            for row in found.mappings().all():
+                await state.outbox(
+                    session,
+                    state,
+                    repository.SENT_JOB,
+                    inquiry_json(row),
+                    source=f"{repository.SENT_JOB}:{row['id']}",
+                )
 
     async def notify(job: Job) -> None:
         inquiry = await repository.find(state.fastdb, int(job.payload["inquiryId"]))

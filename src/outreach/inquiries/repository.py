@@ -80,10 +80,27 @@ def _sqlite_fan_out() -> Any:
     return job_insert("sqlite", SENT_JOB, payload, source=_t, where=where)
 
 
-# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT (and the jobs
+def _with_batch_fan_out(written: Any) -> Any:
+    """PostgreSQL, a burst's many-row INSERT: ONE job for the burst's SENT rows (payload
+    `{"inquiryIds": [...]}`; none when it has none or nothing listens), so the worker's
+    fan-out reads and writes a burst in one transaction instead of a job per inquiry."""
+    rows = written.returning(_t.c.id, _t.c.status).cte("written")
+    sent = (
+        select(func.json_agg(cast(rows.c.id, String)).label("ids"))
+        .where(rows.c.status == InquiryStatus.SENT.value, _LISTENED["postgresql"])
+        .having(func.count() > 0)
+        .cte("sent")
+    )
+    payload = func.convert_to(
+        func.json_build_object(literal("inquiryIds"), sent.c.ids).cast(String), literal("UTF8")
+    )
+    return job_insert("postgresql", SENT_JOB, payload, source=sent).add_cte(rows)
+
+
+# Group commit on PostgreSQL (db/batch.py): a burst of submits is one INSERT (and the job
 # of the webhooks listening).
 INSERT_GROUPED = {
-    "postgresql": Grouped(_with_fan_out(INSERT), _with_fan_out(unnest_insert(_t))),
+    "postgresql": Grouped(_with_fan_out(INSERT), _with_batch_fan_out(unnest_insert(_t))),
     "sqlite": Grouped(INSERT, also=(_sqlite_fan_out(),)),
 }
 
@@ -107,6 +124,7 @@ INSERT_WITH_JOB = {
     "sqlite": Grouped(INSERT, also=(job_insert("sqlite", SENT_JOB, _PAYLOAD),)),
 }
 GET = select(_t).where(_t.c.id == bindparam("p_id"))
+GET_MANY = select(_t).where(_t.c.id.in_(bindparam("p_ids", expanding=True))).order_by(_t.c.id)
 
 
 async def insert_row(

@@ -1,7 +1,13 @@
-"""The mail a double opt-in subscribe causes: `mail.subscribe-confirm`, queued by the
-subscribe's own statement for each request that made or kept a PENDING subscriber
-(repository.py), sent within the address's limits (at most once per 10 minutes and 5 times
-per 24 h, whatever the number of requests: mail/)."""
+"""The jobs the public subscriber routes cause, queued by the change's own statement
+(repository.py):
+
+- `mail.subscribe-confirm`, the mail of a double opt-in subscribe, for each request that made
+  or kept a PENDING subscriber, sent within the address's limits (at most once per 10
+  minutes and 5 times per 24 h, whatever the number of requests: mail/);
+- `subscriber.subscribed` / `subscriber.unsubscribed`, the webhook fan-out of a public
+  subscribe, confirm or unsubscribe, queued only while an endpoint listens (API.md section
+  13): the messages, through State.outbox, with the subscriber as payload (the realtime one).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from outreach.mail import Mail
 from outreach.state import State
 from outreach.subscribers import repository
 from outreach.subscribers.models import SubscriberStatus
+from outreach.subscribers.schemas import subscriber_json
 from outreach.subscribers.tokens import CONFIRM, make_token, token_secrets
 from outreach.templates import Language, message, render
 
@@ -50,4 +57,22 @@ def register(registry: Registry, state: State) -> None:
             )
         )
 
+    async def fan_out(job: Job) -> None:
+        """The webhook messages of one public change. Run again (a worker killed after its
+        commit), it queues nothing new: the source names this job, one message per endpoint
+        and source."""
+        subscriber_id = int(job.payload["subscriberId"])
+        async with state.sessionmaker() as session, session.begin():
+            row = await repository.get(session, subscriber_id, include_deleted=True)
+            if row is not None:
+                await state.outbox(
+                    session,
+                    state,
+                    job.kind,
+                    subscriber_json(row),
+                    source=f"{job.kind}:{subscriber_id}:{job.id}:{job.enqueued_at.timestamp():.3f}",
+                )
+
     registry.add(repository.CONFIRM_JOB, confirm_mail, MAIL_SCHEDULE)
+    registry.add(repository.SUBSCRIBED_JOB, fan_out, MAIL_SCHEDULE)
+    registry.add(repository.UNSUBSCRIBED_JOB, fan_out, MAIL_SCHEDULE)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -142,15 +143,70 @@ _SQLITE_CONFIRM_JOB = job_insert(
     & (_t.c.status == literal_column("'PENDING'")),
 )
 
+# The public changes' webhook fan-out (jobs.py: the messages of the endpoints listening, API.md
+# section 13): a job named after the event, queued by the change's own statement only while
+# an active endpoint listens for it (a read of that small table inside the statement, as the
+# submit's: inquiries/repository.py), so a service without webhooks queues nothing.
+SUBSCRIBED_JOB = "subscriber.subscribed"
+UNSUBSCRIBED_JOB = "subscriber.unsubscribed"
+
+
+def _listened(dialect: str, event: str) -> Any:
+    # `event` is one of ours (a literal), never a request's value.
+    if dialect == "postgresql":
+        return text(
+            "EXISTS (SELECT 1 FROM webhook_endpoints WHERE active AND deleted_at IS NULL"
+            f" AND events::jsonb ? '{event}')"
+        )
+    return text(
+        "EXISTS (SELECT 1 FROM webhook_endpoints, json_each(webhook_endpoints.events) AS e"
+        " WHERE webhook_endpoints.active AND webhook_endpoints.deleted_at IS NULL"
+        f" AND e.value = '{event}')"
+    )
+
+
+def _with_event_job(written: Any, kind: str) -> Any:
+    """PostgreSQL: `WITH up AS (written RETURNING ...), job AS (INSERT INTO pgqueuer ...)
+    SELECT * FROM up`: the `kind` job of each row written, while an endpoint listens."""
+    up = written.cte("up")
+    payload = func.convert_to(
+        cast(func.json_build_object(literal_column("'subscriberId'"), cast(up.c.id, Text)), Text),
+        literal_column("'UTF8'"),
+    )
+    job = job_insert(
+        "postgresql", kind, payload, source=up, where=_listened("postgresql", kind)
+    ).cte("job")
+    return select(*up.c).add_cte(job)
+
+
+def _sqlite_event_job(kind: str, which: Any) -> Any:
+    """SQLite has no data-modifying CTE: the job is queued after the change, in its
+    transaction, for the row `which` selects."""
+    payload = cast(
+        func.json_object(literal_column("'subscriberId'"), cast(_t.c.id, Text)), LargeBinary
+    )
+    return job_insert("sqlite", kind, payload, source=_t, where=which & _listened("sqlite", kind))
+
+
 # Group commit on PostgreSQL (db/batch.py): each request finds its row by its new selector.
 SUBSCRIBE = {
     "postgresql": Grouped(
-        _upsert(_one_row(postgresql.insert)),
-        _upsert(unnest_insert(_t)),
+        _with_event_job(_upsert(_one_row(postgresql.insert)), SUBSCRIBED_JOB),
+        _with_event_job(_upsert(unnest_insert(_t)), SUBSCRIBED_JOB),
         match="unsubscribe_selector",
         distinct="email",
     ),
-    "sqlite": Grouped(_upsert(_one_row(sqlite.insert))),
+    "sqlite": Grouped(
+        _upsert(_one_row(sqlite.insert)),
+        also=(
+            # The row this request's upsert made ACTIVE (its new selector), if any.
+            _sqlite_event_job(
+                SUBSCRIBED_JOB,
+                (_t.c.unsubscribe_selector == bindparam("unsubscribe_selector"))
+                & (_t.c.status == literal_column("'ACTIVE'")),
+            ),
+        ),
+    ),
 }
 SUBSCRIBE_CONFIRMED = {
     "postgresql": Grouped(
@@ -160,6 +216,10 @@ SUBSCRIBE_CONFIRMED = {
         distinct="email",
     ),
     "sqlite": Grouped(_upsert_pending(_one_row(sqlite.insert)), also=(_SQLITE_CONFIRM_JOB,)),
+}
+_SQLITE_JOB_OF = {
+    kind: _sqlite_event_job(kind, _t.c.id == bindparam("sid"))
+    for kind in (SUBSCRIBED_JOB, UNSUBSCRIBED_JOB)
 }
 FIND_BY_SELECTOR = select(_t.c.id, _t.c.legacy_token_hash, _t.c.status, _t.c.email).where(
     _t.c.unsubscribe_selector == bindparam("selector"), _t.c.deleted_at.is_(None)
@@ -215,8 +275,11 @@ def _confirm(dialect: str) -> Any:
     )
 
 
-CONFIRM = {"postgresql": _confirm("postgresql"), "sqlite": _confirm("sqlite")}
-UNSUBSCRIBE = (
+CONFIRM = {
+    "postgresql": _with_event_job(_confirm("postgresql"), SUBSCRIBED_JOB),
+    "sqlite": _confirm("sqlite"),
+}
+_UNSUBSCRIBE = (
     update(_t)
     .where(
         _t.c.id == bindparam("sid"),
@@ -226,13 +289,30 @@ UNSUBSCRIBE = (
     .values(unsubscribed(bindparam("now")))
     .returning(*PUBLIC_COLUMNS)
 )
+UNSUBSCRIBE = {
+    "postgresql": _with_event_job(_UNSUBSCRIBE, UNSUBSCRIBED_JOB),
+    "sqlite": _UNSUBSCRIBE,
+}
+
+
+async def _changed(db: FastDB, stmt: Any, kind: str, params: dict[str, Any]) -> Row | None:
+    """The row `stmt` changed (None if none), its `kind` job queued with it while an
+    endpoint listens: in the statement itself on PostgreSQL, in its transaction on SQLite."""
+    if db.dialect == "postgresql":
+        return await db.fetchrow(stmt, params)
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(stmt, params)
+        if row is not None:
+            await conn.execute(_SQLITE_JOB_OF[kind], {"sid": params["sid"]})
+        return row
 
 
 async def subscribe(
     conn: FastConn, dialect: str, row: dict[str, Any], *, confirm: bool = False
 ) -> Row | None:
-    """The subscriber when it became ACTIVE (new or back), or, with `confirm` (double
-    opt-in), PENDING (its confirm mail queued); None when it was ACTIVE already."""
+    """The subscriber when it became ACTIVE (new or back; its webhook fan-out queued while an
+    endpoint listens), or, with `confirm` (double opt-in), PENDING (its confirm mail queued);
+    None when it was ACTIVE already."""
     return await conn.fetch_grouped((SUBSCRIBE_CONFIRMED if confirm else SUBSCRIBE)[dialect], row)
 
 
@@ -257,11 +337,13 @@ async def confirm(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
         "now_text": format_time(now),
         "new_selector": new_selector(),
     }
-    return await db.fetchrow(CONFIRM[db.dialect], params)
+    return await _changed(db, CONFIRM[db.dialect], SUBSCRIBED_JOB, params)
 
 
 async def unsubscribe(db: FastDB, subscriber_id: int, now: Any) -> Row | None:
-    return await db.fetchrow(UNSUBSCRIBE, {"sid": subscriber_id, "now": now})
+    """ACTIVE to UNSUBSCRIBED; None if it was not ACTIVE."""
+    params = {"sid": subscriber_id, "now": now}
+    return await _changed(db, UNSUBSCRIBE[db.dialect], UNSUBSCRIBED_JOB, params)
 
 
 async def get(

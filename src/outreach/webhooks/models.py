@@ -65,10 +65,14 @@ class WebhookMessage(Base):
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
+    # The fan-out that queued it (`inquiry.sent:<id>`), unique per endpoint: the same fan-out
+    # run again queues nothing new. None for a message queued by the change's own transaction.
+    source: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint("state IN ('queued', 'succeeded', 'failed', 'dropped')", name="state"),
         Index("ix_webhook_messages_endpoint_id_state", "endpoint_id", "state"),
+        Index("uq_webhook_messages_endpoint_id_source", "endpoint_id", "source", unique=True),
     )
 
 

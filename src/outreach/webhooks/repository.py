@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outreach.core.schemas import decode_cursor, encode_cursor
@@ -84,19 +85,36 @@ async def add_message(
     event: str,
     body: str,
     now: datetime,
-) -> None:
-    """A queued message and its `pending` first attempt in the deliveries log."""
-    await session.execute(
-        insert(_messages).values(
-            id=message_id,
-            endpoint_id=endpoint_id,
-            event=event,
-            body=body,
-            state=MessageState.QUEUED.value,
-            attempts=0,
-            created_at=now,
+    source: str | None = None,
+) -> bool:
+    """A queued message and its `pending` first attempt in the deliveries log; False (and
+    nothing written) when the endpoint has a message of this `source` already."""
+    values = {
+        "id": message_id,
+        "endpoint_id": endpoint_id,
+        "event": event,
+        "body": body,
+        "state": MessageState.QUEUED.value,
+        "attempts": 0,
+        "created_at": now,
+        "source": source,
+    }
+    if source is None:
+        await session.execute(insert(_messages).values(values))
+    else:
+        # ON CONFLICT DO NOTHING on the (endpoint_id, source) unique index, both dialects.
+        upsert = (
+            postgresql.insert(_messages)
+            if session.get_bind().dialect.name == "postgresql"
+            else sqlite.insert(_messages)
         )
-    )
+        stmt = (
+            upsert.values(values)
+            .on_conflict_do_nothing(index_elements=["endpoint_id", "source"])
+            .returning(_messages.c.id)
+        )
+        if (await session.execute(stmt)).first() is None:
+            return False
     await session.execute(
         insert(_deliveries).values(
             id=delivery_id,
@@ -108,6 +126,7 @@ async def add_message(
             at=now,
         )
     )
+    return True
 
 
 async def message_to_deliver(
@@ -154,6 +173,9 @@ async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.flush()
 
 
+_CHUNK = 10_000
+
+
 async def drop_queued(
     session: AsyncSession, endpoint_id: int, now: datetime, why: str, *, only: int | None = None
 ) -> list[int]:
@@ -174,11 +196,13 @@ async def drop_queued(
             .returning(_messages.c.id)
         )
     )
-    if dropped:
+    # Their pending first attempts, by id in chunks: a backlog can hold more ids than a
+    # statement may bind (32,767 on asyncpg, 32,766 on SQLite).
+    for at in range(0, len(dropped), _CHUNK):
         await session.execute(
             update(_deliveries)
             .where(
-                _deliveries.c.message_id.in_(dropped),
+                _deliveries.c.message_id.in_(dropped[at : at + _CHUNK]),
                 _deliveries.c.status == DeliveryStatus.PENDING.value,
             )
             .values(status=DeliveryStatus.FAILED.value, error=why, at=now)

@@ -160,12 +160,21 @@ class WebhookService:
         return endpoint, secret
 
     async def queue(
-        self, session: AsyncSession, state: State, endpoint_id: int, event: str, data: Any
-    ) -> int:
-        """A message for one endpoint, in the caller's transaction; its id."""
+        self,
+        session: AsyncSession,
+        state: State,
+        endpoint_id: int,
+        event: str,
+        data: Any,
+        *,
+        source: str | None = None,
+    ) -> int | None:
+        """A message for one endpoint, in the caller's transaction; its id. With `source`
+        (the key of the fan-out queuing it), None when that endpoint has a message of that
+        source already: a fan-out run again queues nothing new."""
         now = utcnow()
         message_id = state.ids.next_id()
-        await repository.add_message(
+        if not await repository.add_message(
             session,
             message_id,
             state.ids.next_id(),
@@ -173,34 +182,45 @@ class WebhookService:
             event,
             message_body(event, data, now),
             now,
-        )
+            source,
+        ):
+            return None
         # The job names the message only: its body (personal data) stays in our table.
         await enqueue(session, DELIVER, {"messageId": str(message_id)})
         return message_id
 
     async def queue_event(
-        self, session: AsyncSession, state: State, event: str, payload: Mapping[str, Any]
+        self,
+        session: AsyncSession,
+        state: State,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        source: str | None = None,
     ) -> None:
         """A message of `event` for every active endpoint subscribed to it, in the change's
         own transaction (State.outbox). The endpoints are read once per transaction (a bulk
-        change sends many events)."""
+        change sends many events). `source` names a fan-out done after the change's commit
+        (a job, which may run twice): an endpoint gets one message per source."""
         cache: dict[str, list[tuple[int, list[str]]]] = session.info.setdefault("webhooks", {})
         if "endpoints" not in cache:
             cache["endpoints"] = await repository.active_endpoints(session)
         for endpoint_id, events in cache["endpoints"]:
             if event in events:
-                await self.queue(session, state, endpoint_id, event, payload)
+                await self.queue(session, state, endpoint_id, event, payload, source=source)
 
     async def test(self, session: AsyncSession, state: State, endpoint_id: int) -> int:
         """Queue a `webhook.test` message to the endpoint (active or not: it is asked for)."""
         endpoint = await self.get(session, endpoint_id)
-        return await self.queue(
+        message_id = await self.queue(
             session,
             state,
             endpoint.id,
             TEST_EVENT,
             {"endpointId": str(endpoint.id), "url": endpoint.url},
         )
+        assert message_id is not None  # no source: never a repeat
+        return message_id
 
     def _signing_secrets(self, state: State, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
         keys = token_secrets(state.settings)
