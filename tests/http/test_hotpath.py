@@ -19,7 +19,8 @@ from joserfc.jwk import ECKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from outreach.core import logging as our_logging
-from outreach.core.logging import configure_logging, info_line
+from outreach.core.context import request_id_var
+from outreach.core.logging import access_line, configure_logging, info_line
 from tests.support import BASE, make_settings, start_api, unique_email
 
 SUBMIT = f"{BASE}/inquiries/submit"
@@ -139,17 +140,47 @@ async def test_hot_routes_answer_log_and_count_as_the_framework_does(
     assert counted["hot"][("POST", "unmatched", "413")] == 1  # refused before routing
 
 
-def test_the_fast_log_line_is_the_line_structlog_writes(log_stream: io.StringIO) -> None:
-    fields = {"method": "POST", "route": SUBMIT, "status": 201, "durationMs": 1.5}
-    structlog.get_logger("outreach.access").info("request", **fields)
-    info_line("outreach.access", "request", fields)
-    slow, fast = log_stream.getvalue().splitlines()
-    assert re.sub(r"timestamp=\S+", "", slow) == re.sub(r"timestamp=\S+", "", fast)
-    assert fast.startswith("timestamp=")
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+@pytest.mark.parametrize("rid", ["-", "abc.DEF:1-2_3"])
+@pytest.mark.parametrize("route", [SUBMIT, "unmatched", "/odd path=x"])
+def test_the_fast_log_lines_are_the_line_structlog_writes(
+    log_stream: io.StringIO, fmt: str, rid: str, route: str
+) -> None:
+    configure_logging("info", fmt, stream=log_stream)
+    token = request_id_var.set(rid)
+    try:
+        fields = {"method": "POST", "route": route, "status": 201, "durationMs": 1.5}
+        structlog.get_logger("outreach.access").info("request", **fields)
+        info_line("outreach.access", "request", fields)
+        access_line("POST", route, 201, 1.5)
+    finally:
+        request_id_var.reset(token)
+    slow, *fast = log_stream.getvalue().splitlines()
+    stamp = r'"?timestamp"?[=:]"?[0-9T:.Z-]+"?'
+    assert [re.sub(stamp, "", line) for line in fast] == [re.sub(stamp, "", slow)] * 2
+    assert ("requestId" in slow) == (rid != "-")
+
+
+def test_no_access_line_below_its_level(log_stream: io.StringIO) -> None:
+    configure_logging("warning", "logfmt", stream=log_stream)
+    access_line("GET", "/healthz", 200, 0.1)
+    info_line("outreach.access", "request", {"status": 200})
+    assert log_stream.getvalue() == ""
 
 
 def test_the_fast_log_line_defers_to_capture_logs(log_stream: io.StringIO) -> None:
     with structlog.testing.capture_logs() as logs:
         info_line("outreach.access", "request", {"method": "GET", "status": 200})
-    assert logs == [{"method": "GET", "status": 200, "event": "request", "log_level": "info"}]
+        access_line("GET", "/healthz", 200, 0.1)
+    assert logs == [
+        {"method": "GET", "status": 200, "event": "request", "log_level": "info"},
+        {
+            "method": "GET",
+            "route": "/healthz",
+            "status": 200,
+            "durationMs": 0.1,
+            "event": "request",
+            "log_level": "info",
+        },
+    ]
     assert log_stream.getvalue() == ""

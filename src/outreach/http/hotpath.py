@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outreach.core.context import request_id_var
 from outreach.core.errors import PayloadTooLarge, error_response
-from outreach.core.logging import info_line
+from outreach.core.logging import access_line
 from outreach.core.metrics import Metrics
 from outreach.http.errors import render_exception
 from outreach.http.middleware import MAX_BODY, REQUEST_ID, limited, nul_in_query
@@ -160,14 +160,5 @@ class OutreachApp:
                     duration = self.metrics.http_duration.labels(method, path)
                     self._durations[(method, path)] = duration
                 duration.observe(elapsed)
-            info_line(
-                "outreach.access",
-                "request",
-                {
-                    "method": method,
-                    "route": path,
-                    "status": status,
-                    "durationMs": round(elapsed * 1000, 2),
-                },
-            )
+            access_line(method, path, status, round(elapsed * 1000, 2))
             request_id_var.reset(token)
