@@ -46,8 +46,22 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
 # BENCH_ONLY=submit: only /healthz and the two submit runs (without and with a webhook);
-# BENCH_ONLY=notify: submit with and without INQUIRY_NOTIFY_TO.
+# BENCH_ONLY=notify: submit with and without INQUIRY_NOTIFY_TO;
+# BENCH_ONLY=ratios: the yardstick alone (Bun peer, bare hello, the service's /healthz,
+# submit and subscribe, with BENCH_WORKERS server processes).
 ONLY = os.environ.get("BENCH_ONLY", "")
+# Every server of a run listens on BENCH_PORT_BASE + a fixed offset (PORTS).
+PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "3401"))
+PORTS = {
+    "service": 0,
+    "two_workers": 1,
+    "notify": 2,  # .. 6
+    "peer": 10,
+    "hello": 11,
+}
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+PEER_SRC = Path(__file__).resolve().parent / "peer"
+PEER_DB = DB_NAME + "_peer"
 
 # A JSON POST whose body `make_body(n)` varies per request. The prefix is unique per wrk
 # thread (math.random is not seeded per thread: both would send the same addresses in
@@ -516,18 +530,27 @@ def production_python() -> str:
 
 class Server:
     def __init__(
-        self, env: dict[str, str], port: int, workers: int = 1, python: str = sys.executable
+        self,
+        env: dict[str, str],
+        port: int,
+        workers: int = 1,
+        python: str = sys.executable,
+        module: str = "outreach.cli",
+        ready_path: str = "/readyz",
+        command: list[str] | None = None,
     ) -> None:
         self.port = port
+        self.ready_path = ready_path
         self.url = f"http://127.0.0.1:{port}"
         self.log_file = (OUT / f"server-{port}.log").open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [
+            command
+            or [
                 python,
                 "-m",
-                "outreach.cli",
-                "serve",
+                module,
+                *(["serve"] if module == "outreach.cli" else []),
                 "--port",
                 str(port),
                 "--workers",
@@ -549,7 +572,7 @@ class Server:
                     f"server exited: {(OUT / f'server-{self.port}.log').read_text()[-2000:]}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return time.perf_counter() - started
             time.sleep(0.02)
         raise RuntimeError("server not ready in 60 s")
@@ -584,6 +607,131 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log_file.close()
+
+
+def port(name: str) -> int:
+    return PORT_BASE + PORTS[name]
+
+
+def peer_bun() -> str:
+    """Bun at the exact version bench/peer/package.json pins, from the npm registry into
+    var/bench/peer/ (once; again when the manifest changes). No lock file is written."""
+    target = OUT / "peer"
+    target.mkdir(parents=True, exist_ok=True)
+    manifest = (PEER_SRC / "package.json").read_text()
+    bun = target / "node_modules" / ".bin" / "bun"
+    stamp = target / ".manifest"
+    if not (bun.exists() and stamp.exists() and stamp.read_text() == manifest):
+        log("installing the Bun peer's runtime (bench/peer/package.json; once)")
+        (target / "package.json").write_text(manifest)
+        subprocess.run(
+            ["npm", "install", "--no-package-lock", "--no-audit", "--no-fund", "--silent"],
+            cwd=target,
+            check=True,
+        )
+        stamp.write_text(manifest)
+    return str(bun)
+
+
+def prepare_peer_database() -> str:
+    """The peer's own database (BENCH_DB + `_peer`), its two tables emptied for the run."""
+    if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{PEER_DB}'", "postgres"):
+        psql(f'CREATE DATABASE "{PEER_DB}"', "postgres")
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + PEER_DB
+    subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(PEER_SRC / "schema.sql")],
+        check=True,
+        capture_output=True,
+    )
+    return url
+
+
+def yardstick(env: dict[str, str], python: str, workers: int = 1) -> dict[str, Any]:
+    """The reference points of the ratios, in this run: the Bun peer's submit and subscribe
+    (bench/peer/server.ts: the same body, three fields checked, a Snowflake id, one INSERT …
+    RETURNING into its own database) and a bare ASGI hello on the service's own server
+    (bench/hello.py, `workers` processes)."""
+    found: dict[str, Any] = {}
+    url = prepare_peer_database()
+    bun = peer_bun()
+    peer_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port("peer")),
+        "DATABASE_URL": url.replace("postgresql://", "postgres://", 1),
+        "DB_POOL_SIZE": env.get("DB_POOL_SIZE", "10"),
+    }
+    peer = Server(
+        peer_env, port("peer"), command=[bun, str(PEER_SRC / "server.ts")], ready_path="/healthz"
+    )
+    try:
+        found["peer_version"] = subprocess.run(
+            [bun, "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        found["peer_submit"] = wrk(peer.url + "/submit", script=SUBMIT_LUA)
+        found["peer_subscribe"] = wrk(peer.url + "/subscribe", script=SUBSCRIBE_LUA)
+        found["peer_rss_mb"] = round(rss_mb(peer.proc.pid), 1)
+    finally:
+        peer.stop()
+    hello_env = {**env, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    hello = Server(
+        hello_env, port("hello"), workers=workers, python=python, module="bench.hello",
+        ready_path="/",
+    )  # fmt: skip
+    try:
+        found["bare_hello"] = wrk(hello.url + "/")
+    finally:
+        hello.stop()
+    return found
+
+
+def ratio_figures(r: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The issue-18 ratios of one run, and their lines of the report."""
+    flat: dict[str, Any] = {
+        "submit_ratio_peer": round(r["submit"]["rps"] / r["peer_submit"]["rps"], 3),
+        "subscribe_ratio_peer": round(r["subscribe"]["rps"] / r["peer_subscribe"]["rps"], 3),
+        "healthz_ratio_bare": round(r["healthz"]["rps"] / r["bare_hello"]["rps"], 3),
+        "ratio_workers": r.get("ratio_workers", 1),
+        "peer_bun_version": r["peer_version"],
+        "peer_rss_mb": r["peer_rss_mb"],
+    }
+    for name in ("peer_submit", "peer_subscribe", "bare_hello"):
+        flat.update({f"{name}_{k}": round(v, 2) for k, v in r[name].items()})
+    if "submit_2_workers" in r:
+        flat["submit_2_workers_ratio_peer"] = round(
+            r["submit_2_workers"]["rps"] / r["peer_submit"]["rps"], 3
+        )
+    w = flat["ratio_workers"]
+    lines = [
+        f"yardstick (Bun {r['peer_version']}, one process; service {w} worker(s)): "
+        f"submit x{flat['submit_ratio_peer']:.2f} of the Bun peer "
+        f"({r['submit']['rps']:.0f} / {r['peer_submit']['rps']:.0f} req/s), "
+        f"subscribe x{flat['subscribe_ratio_peer']:.2f} "
+        f"({r['subscribe']['rps']:.0f} / {r['peer_subscribe']['rps']:.0f}), "
+        f"/healthz x{flat['healthz_ratio_bare']:.2f} of the bare hello "
+        f"({r['healthz']['rps']:.0f} / {r['bare_hello']['rps']:.0f})"
+    ]
+    if "submit_2_workers_ratio_peer" in flat:
+        lines.append(
+            f"submit with 2 workers: x{flat['submit_2_workers_ratio_peer']:.2f} of the Bun peer"
+        )
+    return flat, lines
+
+
+def report_ratios(r: dict[str, Any]) -> None:
+    """BENCH_ONLY=ratios: the yardstick's table and ratios, into latest.json."""
+    flat, ratio_lines = ratio_figures(r)
+    lines = [f"{'route (c32)':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for name in ("peer_submit", "peer_subscribe", "bare_hello", "healthz", "submit", "subscribe"):
+        m = r[name]
+        lines.append(
+            f"{name:<28}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['errors']:>8.0f}"
+        )
+        flat.update({f"{name}_{k}": round(v, 2) for k, v in m.items()})
+    print("\n".join(lines + ratio_lines))
+    flat.update({f"machine_{k}": v for k, v in r["machine"].items() if isinstance(v, int | float)})
+    (OUT / "latest.json").write_text(json.dumps({**flat, "machine": r["machine"]}, indent=2))
+    log(f"figures written to {OUT / 'latest.json'}")
 
 
 def wrk(
@@ -675,7 +823,7 @@ def latency_series(url: str, headers: dict[str, str], n: int = 20) -> dict[str, 
 
 
 def main() -> int:
-    for tool in ("wrk", "pgbench", "psql"):
+    for tool in ("wrk", "pgbench", "psql", *(() if ONLY in ("submit", "notify") else ("npm",))):
         if shutil.which(tool) is None:
             log(f"{tool} is required (Debian wrk, postgresql-client): run make setup-system")
             return 2
@@ -732,7 +880,22 @@ def main() -> int:
             results.update(notify_runs(env, python))
             report_notify(results)
             return 0
-        server = Server(env, 3401, python=python)
+        if ONLY not in ("submit", "notify"):
+            results.update(yardstick(env, python, WORKERS if ONLY == "ratios" else 1))
+            results["ratio_workers"] = WORKERS if ONLY == "ratios" else 1
+        if ONLY == "ratios":
+            server = Server(env, port("service"), workers=WORKERS, python=python)
+            try:
+                results["healthz"] = wrk(server.url + "/healthz")
+                results["submit"] = wrk(server.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
+                results["subscribe"] = wrk(
+                    server.url + f"{BASE}/subscribers/subscribe", script=SUBSCRIBE_LUA
+                )
+            finally:
+                server.stop()
+            report_ratios(results)
+            return 0
+        server = Server(env, port("service"), python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
             time.sleep(1)
@@ -798,7 +961,7 @@ def main() -> int:
         finally:
             psql("DROP TABLE IF EXISTS inquiries_plain")
         try:
-            two = Server(env, 3402, workers=2, python=python)
+            two = Server(env, port("two_workers"), workers=2, python=python)
             try:
                 results["submit_2_workers"] = wrk(
                     two.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA
@@ -825,17 +988,17 @@ def notify_runs(env: dict[str, str], python: str) -> dict[str, Any]:
         # Plain and notify twice, in turn (a run drifts by some percent as the table grows):
         # each figure is the mean of its two runs.
         runs = [
-            ("submit_plain", {}, 3403),
-            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, 3404),
-            ("submit_plain", {}, 3406),
-            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, 3407),
-            ("submit_notify_worker", mail, 3405),
+            ("submit_plain", {}, port("notify") + 0),
+            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, port("notify") + 1),
+            ("submit_plain", {}, port("notify") + 3),
+            ("submit_notify", {**mail, "JOBS_WORKER": "false"}, port("notify") + 4),
+            ("submit_notify_worker", mail, port("notify") + 2),
         ]
         measured: dict[str, list[dict[str, float]]] = {}
-        for name, extra, port in runs:
+        for name, extra, at in runs:
             clear_queue()
             psql("VACUUM ANALYZE inquiries")
-            server = Server({**env, **extra}, port, python=python)
+            server = Server({**env, **extra}, at, python=python)
             try:
                 figures = wrk(server.url + f"{BASE}/inquiries/submit", script=SUBMIT_LUA)
                 measured.setdefault(name, []).append(figures)
@@ -931,7 +1094,7 @@ def report_submit(r: dict[str, Any]) -> int:
 
 def report(r: dict[str, Any]) -> None:
     healthz = r["healthz"]["rps"]
-    flat: dict[str, float] = {
+    flat: dict[str, Any] = {
         "ready_seconds": r["ready_seconds"],
         "idle_rss_mb": r["idle_rss_mb"],
         "peak_rss_mb": r["peak_rss_mb"],
@@ -943,6 +1106,9 @@ def report(r: dict[str, Any]) -> None:
         f"{'/healthz':>10}{'/pgbench':>10}"
     ]
     for name in (
+        "peer_submit",
+        "peer_subscribe",
+        "bare_hello",
         "healthz",
         "submit",
         "submit_blocklist",
@@ -1007,6 +1173,10 @@ def report(r: dict[str, Any]) -> None:
             f"2 workers / 1 worker (submit): x{flat['workers_2_scaling']:.2f} "
             f"on {os.cpu_count()} cores"
         )
+    if "peer_submit" in r:
+        ratios, ratio_lines = ratio_figures(r)
+        flat.update(ratios)
+        lines += ratio_lines
     flat.update({f"machine_{k}": v for k, v in r["machine"].items() if isinstance(v, int | float)})
     print("\n".join(lines))
     (OUT / "latest.json").write_text(json.dumps({**flat, "machine": r["machine"]}, indent=2))

@@ -24,7 +24,7 @@ from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.config import Settings
 from outreach.core.logging import configure_logging
 from outreach.ids.snowflake import SnowflakeGenerator
-from outreach.main import create_app
+from outreach.main import create_app, served
 from outreach.models import migrate
 from outreach.state import State
 
@@ -176,10 +176,11 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
 async def start_api(
     settings: Settings, key: ECKey, *, client: str = "203.0.113.7"
 ) -> AsyncIterator[Api]:
-    """The app with its lifespan, and a client whose requests come from `client`."""
+    """The app with its lifespan, and a client whose requests come from `client` through the
+    served app's outermost callable (the hot routes: http/hotpath.py)."""
     app = create_app(settings, ids=SnowflakeGenerator(next(_worker_ids)))
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(client, 50000))
+        transport = httpx.ASGITransport(app=served(app), client=(client, 50000))
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://testserver",

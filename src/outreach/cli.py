@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from outreach.state import State
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Outreach service")
+# The factory `serve` runs in each worker process. bench/hello.py swaps in a bare ASGI app to
+# measure this server's own ceiling with exactly these options.
+SERVED_APP = "outreach.main:serve_app"
 
 
 def _settings() -> Settings:
@@ -57,7 +60,7 @@ def serve(
         )
         raise typer.Exit(2)
     config = uvicorn.Config(
-        "outreach.main:serve_app",
+        SERVED_APP,
         factory=True,
         host=host or settings.host,
         port=port or settings.port,

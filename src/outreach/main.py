@@ -28,8 +28,9 @@ from outreach.core.metrics import get_metrics
 from outreach.http.captcha import captcha_router
 from outreach.http.docs import docs_router
 from outreach.http.errors import install_error_handlers
+from outreach.http.hotpath import HEALTHZ, OutreachApp
 from outreach.http.middleware import RequestContextMiddleware
-from outreach.http.probes import metrics_router, probe_router
+from outreach.http.probes import metrics_router, probe_router, readyz_response
 from outreach.http.public import DOCUMENTED_MODELS, PublicFastLane
 from outreach.http.ratelimit import make_rate_limiter
 from outreach.http.routing import ContentTypeRoute, Handler, Router
@@ -298,7 +299,17 @@ def create_app(
         app.include_router(router, prefix=base)
         lane.update({base + path: handler for path, handler in router.fast_lane.items()})
 
-    # Innermost of ours: the public POSTs served straight from their handlers (http/public.py).
+    # The hot routes, answered by the outermost callable (`served`, http/hotpath.py).
+    hot: dict[tuple[str, str], Handler | object] = {}
+    for prefix in ("", base):
+        hot[("GET", prefix + "/healthz")] = HEALTHZ
+        hot[("GET", prefix + "/readyz")] = readyz_response
+    hot.update({("POST", path): handler for path, handler in lane.items()})
+    app.state.hot_routes = hot
+
+    # Innermost of ours: the public POSTs served straight from their handlers (http/public.py)
+    # where the hot path hands them over (a CORS request) or is not in front (create_app
+    # alone).
     app.add_middleware(PublicFastLane, routes=lane)
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -342,8 +353,24 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_asgi(settings: Settings | None = None, **kwargs: Any) -> ASGIApp:
-    """The served application: Socket.IO at {base}/socket.io wrapping the FastAPI app."""
+def served(api: FastAPI, inner: ASGIApp | None = None) -> OutreachApp:
+    """The hot routes in front of `inner` (the Socket.IO wrapper when served; the FastAPI app
+    itself in tests)."""
+    state: State = api.state.outreach
+    settings = state.settings
+    return OutreachApp(
+        api,
+        inner if inner is not None else api,
+        state=state,
+        routes=api.state.hot_routes,
+        metrics=state.metrics if settings.metrics_enabled else None,
+        cors=bool(settings.cors_allow_origins),
+    )
+
+
+def create_asgi(settings: Settings | None = None, **kwargs: Any) -> OutreachApp:
+    """The served application: the hot routes (http/hotpath.py), then Socket.IO at
+    {base}/socket.io wrapping the FastAPI app."""
     settings = settings or get_settings()
     api = create_app(settings, **kwargs)
     wrapper = socketio.ASGIApp(
@@ -351,8 +378,7 @@ def create_asgi(settings: Settings | None = None, **kwargs: Any) -> ASGIApp:
         other_asgi_app=api,
         socketio_path=f"{settings.base_path.strip('/')}/socket.io",
     )
-    wrapper.api = api
-    return wrapper  # type: ignore[no-any-return]
+    return served(api, wrapper)
 
 
 def serve_app() -> ASGIApp:
@@ -362,12 +388,14 @@ def serve_app() -> ASGIApp:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    served = create_asgi(settings)
-    api: FastAPI = served.api  # type: ignore[attr-defined]
+    app = create_asgi(settings)
+    api = app.api
+    assert isinstance(api, FastAPI)
     state: State = api.state.outreach
     state.serving = True  # the lifespan chains the shutdown signals (_drain_on_signals)
+    # The hot routes add `Connection: close` themselves while shutting down.
     api.add_middleware(_ServeGuard, state=state)
-    return served
+    return app
 
 
 def _drain_on_signals(state: State) -> None:

@@ -1,4 +1,6 @@
-"""The one pure-ASGI middleware: request id, body limit, access log line and HTTP metrics."""
+"""The request-context middleware: request id, body limit, access log line and HTTP metrics
+for every route the hot path (http/hotpath.py) does not answer itself; both use the helpers
+here, and the hot path does the same in one step."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def route_template(scope: Scope) -> str:
     return str(path) if path else "unmatched"
 
 
-def _nul_in_query(query: bytes) -> ValidationFailed:
+def nul_in_query(query: bytes) -> ValidationFailed:
     """No query parameter of this API may hold NUL (PostgreSQL text cannot; it is never
     meaningful): one rule here rather than one per parameter."""
     names = sorted(
@@ -102,11 +104,11 @@ class RequestContextMiddleware:
                 return
             query = scope.get("query_string", b"")
             if b"%00" in query or b"\x00" in query:
-                response = error_response(_nul_in_query(query))
+                response = error_response(nul_in_query(query))
                 await response(scope, receive, send_with_id)
                 return
             try:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, limited(receive, self.max_body), send_with_id)
             except Exception as exc:
                 # Starlette would render this 500 outermost, after this context is gone (no
                 # request id in the answer or its log line). Once the answer has begun there
@@ -131,18 +133,18 @@ class RequestContextMiddleware:
             )
             request_id_var.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
-        """Count streamed (chunked) bodies too: past the limit reading the body raises 413."""
-        received = 0
-        limit = self.max_body
 
-        async def wrapped() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge("The body may be at most 64 KiB")
-            return message
+def limited(receive: Receive, limit: int) -> Receive:
+    """Count streamed (chunked) bodies too: past the limit reading the body raises 413."""
+    received = 0
 
-        return wrapped
+    async def wrapped() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge("The body may be at most 64 KiB")
+        return message
+
+    return wrapped

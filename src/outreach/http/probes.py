@@ -74,13 +74,23 @@ async def readiness(request: Request) -> tuple[bool, dict[str, Any]]:
     return ready, body
 
 
+HEALTHZ_BODY = b'{"status":"ok"}'
+
+
+async def readyz_response(request: Request) -> Response:
+    """Readiness as an answer: 200, or 503 with Retry-After."""
+    ready, body = await readiness(request)
+    headers = None if ready else {"Retry-After": "5"}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+
+
 def probe_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> Response:
         """Liveness: 200 while the process serves; checks no dependency."""
-        return Response(b'{"status":"ok"}', media_type="application/json")
+        return Response(HEALTHZ_BODY, media_type="application/json")
 
     @router.get(
         "/readyz",
@@ -90,9 +100,7 @@ def probe_router() -> APIRouter:
     )
     async def readyz(request: Request) -> Response:
         """Readiness: database answers at the newest migration; Redis only degrades realtime."""
-        ready, body = await readiness(request)
-        headers = None if ready else {"Retry-After": "5"}
-        return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+        return await readyz_response(request)
 
     return router
 
