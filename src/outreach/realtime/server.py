@@ -283,6 +283,7 @@ class Realtime:
         channel: str = "outreach",
         session_leeway: float = LEEWAY_SECONDS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        websocket_only: bool = False,
     ) -> None:
         self.metrics = metrics
         self.session_leeway = session_leeway
@@ -317,6 +318,9 @@ class Realtime:
             ping_interval=25,
             ping_timeout=20,
             max_http_buffer_size=64 * 1024,
+            # Several workers behind one port: a polling session's next request may reach
+            # another worker ("Invalid session"), so only WebSocket (one connection, one worker).
+            transports=["websocket"] if websocket_only else ["polling", "websocket"],
         )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
