@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 import socketio
+from websockets.asyncio.client import connect as ws_connect
 
 from outreach.auth.devkeys import load_or_create_key, mint_token
 from outreach.realtime.server import FanoutManager, Realtime, ResilientRedisManager, _Socket
@@ -24,7 +25,7 @@ from tests.realtime.test_session_lifetime import (
     serve,
     socketio_app,
 )
-from tests.support import REDIS_URL
+from tests.support import REDIS_URL, Server
 
 ROOMS = ["role:OWNER", "role:CASHIER"]
 
@@ -116,3 +117,26 @@ async def test_a_client_past_its_pong_is_closed_not_sent_to(tmp_path: Path) -> N
         finally:
             await rt.close()
             await live.disconnect()
+
+
+async def test_the_server_does_not_compress_websocket_frames(tmp_path: Path) -> None:
+    """`outreach serve` declines permessage-deflate, which clients offer (here the websockets
+    client, as browsers and Node's `ws` do): compressing every event once per client was
+    half the fan-out's time (docs/realtime.md, "Measured")."""
+    env = {
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'deflate.db'}",
+        "APP_ENV": "test",
+    }
+    server = Server(env)
+    try:
+        server.wait_ready(30)
+        url = engineio_url(server.url.replace("http://", "ws://"), "websocket")
+        async with ws_connect(url, compression="deflate") as ws:
+            opened = await asyncio.wait_for(ws.recv(), 5)
+            assert isinstance(opened, str)
+            assert opened.startswith("0{")  # engine.io's open packet: the transport works
+            assert ws.response is not None
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    finally:
+        server.stop()
