@@ -106,6 +106,12 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
         proc.wait()
 
 
+def py_spy() -> str:
+    """py-spy on the PATH or next to this Python (`pip install py-spy`: no dependency)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or str(beside)
+
+
 def node_modules() -> Path:
     """socket.io-client installed once under var/ (npm, no lock file, nothing saved)."""
     package = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
@@ -271,7 +277,7 @@ class Bench:
             for side, (_, proc, _) in zip("AB", started, strict=True):
                 self.profilers.append(
                     subprocess.Popen(
-                        [shutil.which("py-spy") or "py-spy", "record", "--pid", str(proc.pid)]
+                        [py_spy(), "record", "--pid", str(proc.pid)]
                         + ["--rate", "250", "--format", "raw", "--subprocesses", "--nonblocking"]
                         + ["-o", str(folder / f"replica-{side}.txt")],
                         stdout=subprocess.DEVNULL,
