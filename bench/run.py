@@ -635,7 +635,8 @@ def main() -> int:
             results.update(notify_runs(env, python))
             report_notify(results)
             return 0
-        server = Server(env, 3401, python=python)
+        # BENCH_WORKERS=2: the same runs against `serve --workers 2` (metrics multiprocess mode).
+        server = Server(env, 3401, workers=int(os.environ.get("BENCH_WORKERS", "1")), python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
             time.sleep(1)
