@@ -106,6 +106,20 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
         proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (uvicorn's workers), from /proc:
+    what a fan-out costs, steadier than wall-clock latency on a shared machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return total
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
 def py_spy() -> str:
     """py-spy on the PATH or next to this Python (`pip install py-spy`: no dependency)."""
     beside = Path(sys.executable).with_name("py-spy")
@@ -193,6 +207,7 @@ class Bench:
         self.database_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db_name
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "")
         self.profilers: list[subprocess.Popen[bytes]] = []
+        self.replicas: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> Any:
         log = (self.tmp / log_name).open("wb")
@@ -271,6 +286,7 @@ class Bench:
         for url, proc, log in started:
             wait_http(f"{url}/healthz", proc, 60, log)
             urls.append(url)
+        self.replicas = [proc for _, proc, _ in started]
         if self.args.profile:
             folder = Path(self.args.profile)
             folder.mkdir(parents=True, exist_ok=True)
@@ -349,6 +365,10 @@ class Bench:
 
             sent: dict[str, float] = {}
             answered: dict[str, float] = {}
+            replicas = zip("AB", self.replicas, strict=True)
+            watched = {f"replica{side}": proc.pid for side, proc in replicas}
+            watched |= {f"load{side}": proc.pid for side, proc in loads.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             async with httpx.AsyncClient(timeout=10) as http:
                 for i in range(args.warmup + args.events):
                     body = {
@@ -366,6 +386,10 @@ class Bench:
                         answered[inquiry_id] = t1
                     await asyncio.sleep(args.interval)
             await asyncio.sleep(2.0)  # stragglers
+            cpu_ms_per_event = {
+                name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / len(sent), 2)
+                for name, pid in watched.items()
+            }
             self.stop_profilers()
 
             results: dict[str, Any] = {}
@@ -407,6 +431,9 @@ class Bench:
             },
             "connected": {side: ready[side] for side in ready},
             "submitHttp": summary_ms([answered[i] - sent[i] for i in sent]),
+            # CPU per event while the events were sent (incl. the 2 s of stragglers, idle):
+            # each replica's processes (A also serves the POST), each load process.
+            "cpuMsPerEvent": cpu_ms_per_event,
         }
         for side, label in (("B", "replicaB"), ("A", "replicaA")):
             latencies = [at - sent[i] for i, at in results[side]["receipts"] if i in sent]
@@ -464,6 +491,12 @@ def print_table(figures: dict[str, Any]) -> None:
             f"{row.get('p99', 0):>9}{row.get('max', 0):>9}"
         )
     print(f"lost deliveries: B {figures['replicaB']['lost']}, A {figures['replicaA']['lost']}")
+    cpu = figures["cpuMsPerEvent"]
+    print(
+        "CPU ms per event: "
+        + ", ".join(f"{name} {value}" for name, value in sorted(cpu.items()))
+        + " (replica A also serves the POST)"
+    )
 
 
 async def coordinate(args: argparse.Namespace) -> None:
