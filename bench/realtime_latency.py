@@ -1,12 +1,16 @@
 """Realtime latency: submit on replica A -> `inquiry.sent` at 1,000 Socket.IO clients.
 
     python -m bench.realtime_latency [--clients 1000] [--events 60] [--interval 0.2]
+        [--client python|node] [--workers 1] [--profile DIR]
 
 Starts what it needs on this machine: a Redis of its own (redis-server on a free port, or
 BENCH_REDIS_URL), a fresh PostgreSQL database (BENCH_PG_ADMIN, dropped at the end), two
 `outreach serve` replicas sharing both, and two load processes (this module with `--load`),
-one per replica, each holding half of the clients (python-socketio AsyncClient, WebSocket
-transport). Then it POSTs inquiries to replica A one at a time, `--interval` apart, and
+one per replica, each holding half of the clients (python-socketio AsyncClient, or with
+`--client node` socket.io-client 4.x in Node: bench/realtime_client.mjs; WebSocket
+transport). `--workers N` runs each replica as `serve --workers N`; `--profile DIR` runs the
+replicas under py-spy (installed by hand: it is no dependency) and writes their collapsed
+stacks there. Then it POSTs inquiries to replica A one at a time, `--interval` apart, and
 each load process notes when each of its clients received each event (CLOCK_MONOTONIC, one
 clock for every process on the machine). Latency = event received - POST sent.
 
@@ -43,6 +47,9 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:543
 BASE = "/v1/api/outreach"
 SOCKETIO_PATH = f"{BASE}/socket.io"
 ROLES = ("OWNER", "EMPLOYEE", "CASHIER")
+NODE_CLIENT = Path(__file__).with_name("realtime_client.mjs")
+NODE_DIR = ROOT / "var" / "node-bench"
+SOCKET_IO_CLIENT = "socket.io-client@4.8.4"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -97,6 +104,45 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (uvicorn's workers), from /proc:
+    what a fan-out costs, steadier than wall-clock latency on a shared machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return total
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
+def py_spy() -> str:
+    """py-spy on the PATH or next to this Python (`pip install py-spy`: no dependency)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or str(beside)
+
+
+def node_modules() -> Path:
+    """socket.io-client installed once under var/ (npm, no lock file, nothing saved)."""
+    package = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
+    version = SOCKET_IO_CLIENT.rpartition("@")[2]
+    if not (package.exists() and json.loads(package.read_text())["version"] == version):
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("--client node needs npm (Node 20)")
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [npm, "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund"]
+            + ["--prefix", str(NODE_DIR), SOCKET_IO_CLIENT],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+        )
+    return NODE_DIR / "node_modules"
 
 
 # --------------------------------------------------------------------------- load process
@@ -160,6 +206,8 @@ class Bench:
         self.db_name = f"outreach_rtbench_{uuid.uuid4().hex[:8]}"
         self.database_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db_name
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "")
+        self.profilers: list[subprocess.Popen[bytes]] = []
+        self.replicas: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> Any:
         log = (self.tmp / log_name).open("wb")
@@ -229,13 +277,40 @@ class Bench:
                 "LOG_LEVEL": "warning",
                 "SHUTDOWN_DRAIN_SECONDS": "2",
             }
+            if self.args.workers > 1:
+                env["APP_ENV_NODE_ID"] = "auto"
             cmd = [sys.executable, "-m", "outreach.cli", "serve", "--port", str(port)]
+            cmd += ["--workers", str(self.args.workers)]
             proc = self.spawn(cmd, f"replica-{port}.log", env)
             started.append((f"http://127.0.0.1:{port}", proc, self.tmp / f"replica-{port}.log"))
         for url, proc, log in started:
             wait_http(f"{url}/healthz", proc, 60, log)
             urls.append(url)
+        self.replicas = [proc for _, proc, _ in started]
+        if self.args.profile:
+            folder = Path(self.args.profile)
+            folder.mkdir(parents=True, exist_ok=True)
+            for side, (_, proc, _) in zip("AB", started, strict=True):
+                self.profilers.append(
+                    subprocess.Popen(
+                        [py_spy(), "record", "--pid", str(proc.pid)]
+                        + ["--rate", "250", "--format", "raw", "--subprocesses", "--nonblocking"]
+                        + ["-o", str(folder / f"replica-{side}.txt")],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         return urls
+
+    def stop_profilers(self) -> None:
+        for profiler in self.profilers:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for profiler in self.profilers:
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        self.profilers.clear()
 
     def tokens_file(self, name: str, count: int) -> Path:
         from outreach.auth.devkeys import load_or_create_key, mint_token
@@ -251,11 +326,12 @@ class Bench:
 
     async def start_load(self, name: str, url: str, count: int) -> asyncio.subprocess.Process:
         tokens = self.tokens_file(name, count)
+        if self.args.client == "node":
+            command = ["node", str(NODE_CLIENT), "--modules", str(node_modules())]
+        else:
+            command = [sys.executable, "-m", "bench.realtime_latency", "--load"]
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.realtime_latency",
-            "--load",
+            *command,
             "--url",
             url,
             "--tokens",
@@ -289,6 +365,10 @@ class Bench:
 
             sent: dict[str, float] = {}
             answered: dict[str, float] = {}
+            replicas = zip("AB", self.replicas, strict=True)
+            watched = {f"replica{side}": proc.pid for side, proc in replicas}
+            watched |= {f"load{side}": proc.pid for side, proc in loads.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             async with httpx.AsyncClient(timeout=10) as http:
                 for i in range(args.warmup + args.events):
                     body = {
@@ -306,6 +386,11 @@ class Bench:
                         answered[inquiry_id] = t1
                     await asyncio.sleep(args.interval)
             await asyncio.sleep(2.0)  # stragglers
+            cpu_ms_per_event = {
+                name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / len(sent), 2)
+                for name, pid in watched.items()
+            }
+            self.stop_profilers()
 
             results: dict[str, Any] = {}
             for side, proc in loads.items():
@@ -334,12 +419,21 @@ class Bench:
                 "events": args.events,
                 "intervalSeconds": args.interval,
                 "transport": "websocket",
-                "clientLibrary": "python-socketio AsyncClient (uvloop), one load process per "
-                "replica, on the same 2 cores as the replicas, Redis and PostgreSQL",
+                "workersPerReplica": args.workers,
+                "clientLibrary": (
+                    "socket.io-client 4.8.4 (Node)"
+                    if args.client == "node"
+                    else "python-socketio AsyncClient (uvloop)"
+                )
+                + ", one load process per replica, on the same 2 cores as the replicas, "
+                "Redis and PostgreSQL",
                 "latency": "POST sent to replica A -> inquiry.sent received by a client",
             },
             "connected": {side: ready[side] for side in ready},
             "submitHttp": summary_ms([answered[i] - sent[i] for i in sent]),
+            # CPU per event while the events were sent (incl. the 2 s of stragglers, idle):
+            # each replica's processes (A also serves the POST), each load process.
+            "cpuMsPerEvent": cpu_ms_per_event,
         }
         for side, label in (("B", "replicaB"), ("A", "replicaA")):
             latencies = [at - sent[i] for i, at in results[side]["receipts"] if i in sent]
@@ -362,6 +456,7 @@ class Bench:
         return figures
 
     async def close(self) -> None:
+        self.stop_profilers()
         for proc in reversed(self.procs):
             stop(proc)
         with contextlib.suppress(Exception):
@@ -373,8 +468,11 @@ def print_table(figures: dict[str, Any]) -> None:
     print()
     print(
         f"{figures['setup']['clients']} clients ({figures['setup']['clientsPerReplica']}), "
-        f"{figures['setup']['events']} events, WebSocket; latency = POST sent on A -> event"
+        f"{figures['setup']['events']} events, WebSocket, "
+        f"{figures['setup']['workersPerReplica']} worker(s) per replica; "
+        f"clients: {figures['setup']['clientLibrary'].split(',')[0]}"
     )
+    print("latency = POST sent on A -> event received")
     header = f"{'where':<34}{'count':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     print(header)
     print("-" * len(header))
@@ -393,6 +491,12 @@ def print_table(figures: dict[str, Any]) -> None:
             f"{row.get('p99', 0):>9}{row.get('max', 0):>9}"
         )
     print(f"lost deliveries: B {figures['replicaB']['lost']}, A {figures['replicaA']['lost']}")
+    cpu = figures["cpuMsPerEvent"]
+    print(
+        "CPU ms per event: "
+        + ", ".join(f"{name} {value}" for name, value in sorted(cpu.items()))
+        + " (replica A also serves the POST)"
+    )
 
 
 async def coordinate(args: argparse.Namespace) -> None:
@@ -413,6 +517,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--client", choices=("python", "node"), default="python")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per replica")
+    parser.add_argument("--profile", help="py-spy each replica; collapsed stacks into DIR")
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)

@@ -895,7 +895,8 @@ def main() -> int:
                 server.stop()
             report_ratios(results)
             return 0
-        server = Server(env, port("service"), python=python)
+        # BENCH_WORKERS=2: the same runs against `serve --workers 2` (metrics multiprocess mode).
+        server = Server(env, port("service"), workers=WORKERS, python=python)
         try:
             results["ready_seconds"] = round(server.ready_seconds, 3)
             time.sleep(1)

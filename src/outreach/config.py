@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
 
     metrics_enabled: bool = False
+    # Worker processes of `outreach serve` (its --workers default; the command sets it for its
+    # workers). Above 1, Socket.IO is WebSocket-only: a long-polling session's requests would
+    # land on any worker of the pod (docs/realtime.md, "Several workers per pod").
+    web_concurrency: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["logfmt", "json"] = "logfmt"
 

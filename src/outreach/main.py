@@ -30,7 +30,7 @@ from outreach.http.docs import docs_router
 from outreach.http.errors import install_error_handlers
 from outreach.http.hotpath import HEALTHZ, OutreachApp
 from outreach.http.middleware import RequestContextMiddleware
-from outreach.http.probes import metrics_router, probe_router, readyz_response
+from outreach.http.probes import PoolSampler, metrics_router, probe_router, readyz_response
 from outreach.http.public import DOCUMENTED_MODELS, PublicFastLane
 from outreach.http.ratelimit import make_rate_limiter
 from outreach.http.routing import ContentTypeRoute, Handler, Router
@@ -292,6 +292,8 @@ def create_app(
     app.include_router(probe_router(), prefix=base)
     if settings.metrics_enabled:
         app.include_router(metrics_router())
+        if metrics.multiprocess_dir is not None:  # several workers: core/metrics.py
+            state.components.append(PoolSampler(state))
     app.include_router(docs_router(base))
     app.include_router(captcha_router(base, demo=not settings.production))
     lane: dict[str, Handler] = {}

@@ -154,6 +154,7 @@ def build_state(
         metrics=metrics,
         redis_url=settings.redis_dsn,
         cors_origins=settings.cors_allow_origins,
+        websocket_only=settings.web_concurrency > 1,
     )
     authorizer = Authorizer(engine)
     fastdb = make_fastdb(engine, settings.sqlalchemy_url, settings.db_pool_size)

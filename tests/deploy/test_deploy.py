@@ -408,6 +408,20 @@ def test_deployment_environment() -> None:
     assert config["JWKS_URL"]
 
 
+def test_deployment_runs_two_workers_within_its_cpu_limit() -> None:
+    """Two worker processes per pod (WEB_CONCURRENCY, not a --workers that would override
+    it), each leasing its id from Redis, and a CPU limit with a core for each."""
+    app = container(deployment_pod_spec(), "outreach")
+    workers = int(env_value(app, "WEB_CONCURRENCY"))
+    assert workers == 2
+    assert "--workers" not in app["args"]
+    assert env_value(app, "APP_ENV_NODE_ID") == "auto"
+    assert env_value(app, "REDIS_URL")
+    cpu = str(app["resources"]["limits"]["cpu"])
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    assert cores >= workers
+
+
 def test_deployment_security() -> None:
     pod_spec = deployment_pod_spec()
     assert pod_spec["securityContext"]["runAsNonRoot"] is True

@@ -41,7 +41,7 @@ from tests.support import REDIS_URL, free_port, make_settings
 CLIENTS = "outreach_realtime_connected_clients"
 
 
-def make_realtime(key: ECKey, redis_url: str | None = None, **limits: float) -> Realtime:
+def make_realtime(key: ECKey, redis_url: str | None = None, **limits: Any) -> Realtime:
     return Realtime(
         verifier=TokenVerifier(StaticKeys({key.kid: key})),
         metrics=Metrics(CollectorRegistry()),

@@ -16,6 +16,7 @@ from outreach.jobs import stats as queue_stats
 from outreach.state import State, state_of
 
 CHECK_TIMEOUT = 2.0
+POOL_SAMPLE_SECONDS = 5.0
 
 
 class Health(BaseModel):
@@ -125,6 +126,46 @@ async def _queue_gauges(state: State) -> None:
     m.mail_queue_depth.set(depth)
 
 
+def _pool_gauges(state: State) -> None:
+    """This process's connection pools (each worker has its own: summed over the workers)."""
+    m = state.metrics
+    pool = state.engine.pool
+    if isinstance(pool, QueuePool):  # PostgreSQL (SQLite's pool keeps no counts)
+        in_use = pool.checkedout()
+        m.db_pool_size.labels("sqlalchemy").set(pool.checkedin() + in_use)
+        m.db_pool_checked_out.labels("sqlalchemy").set(in_use)
+    fastdb = state.fastdb
+    if isinstance(fastdb, AsyncpgDB):
+        stats = fastdb.pool_stats()
+        m.db_pool_size.labels("asyncpg").set(stats.size)
+        m.db_pool_checked_out.labels("asyncpg").set(stats.in_use)
+        m.db_pool_waiters.labels("asyncpg").set(stats.waiters)
+
+
+class PoolSampler:
+    """With several workers only one answers a scrape: every worker writes its pools' gauges
+    every POOL_SAMPLE_SECONDS too, so the pod's sum is at most that old for the others."""
+
+    def __init__(self, state: State, interval: float = POOL_SAMPLE_SECONDS) -> None:
+        self._state = state
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            _pool_gauges(self._state)
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 def metrics_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -132,17 +173,7 @@ def metrics_router() -> APIRouter:
     async def metrics(request: Request) -> Response:
         state = state_of(request)
         m = state.metrics
-        pool = state.engine.pool
-        if isinstance(pool, QueuePool):  # PostgreSQL (SQLite's pool keeps no counts)
-            in_use = pool.checkedout()
-            m.db_pool_size.labels("sqlalchemy").set(pool.checkedin() + in_use)
-            m.db_pool_checked_out.labels("sqlalchemy").set(in_use)
-        fastdb = state.fastdb
-        if isinstance(fastdb, AsyncpgDB):
-            stats = fastdb.pool_stats()
-            m.db_pool_size.labels("asyncpg").set(stats.size)
-            m.db_pool_checked_out.labels("asyncpg").set(stats.in_use)
-            m.db_pool_waiters.labels("asyncpg").set(stats.waiters)
+        _pool_gauges(state)
         await _queue_gauges(state)
         body, content_type = m.render()
         return Response(body, media_type=content_type)
