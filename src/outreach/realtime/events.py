@@ -10,6 +10,7 @@ import orjson
 import structlog
 
 from outreach.auth.permissions import Authorizer
+from outreach.core.logging import info_line
 from outreach.realtime.server import Realtime
 
 log = structlog.get_logger("outreach.events")
@@ -60,10 +61,11 @@ class Events:
         if sent and event == "inquiry.sent":
             inquiry_id = fields.get("inquiryId")
             rooms_json = orjson.dumps(rooms).decode()
-            log.info(
+            # The same line structlog writes, without its processor chain (~5 % of a submit).
+            info_line(
+                "outreach.events",
                 f"Inquiry SENT | inquiryId: {inquiry_id} | rooms: {rooms_json}",
-                inquiryId=inquiry_id,
-                rooms=rooms_json,
+                {"inquiryId": inquiry_id, "rooms": rooms_json},
             )
 
     async def drain(self, timeout: float = 5.0) -> None:
