@@ -75,7 +75,8 @@ ALERTS = {
 STICKY_COOKIE = "outreach_sticky"
 SECRET_NAME = "outreach-secrets"  # created out of band; secret.example.yaml is its shape
 # The workloads that run the service, and their container.
-WORKLOADS = (("Deployment", "outreach"), ("Job", "migrate"))
+# (kind, container): every workload that runs the service.
+WORKLOADS = (("Deployment", "outreach"), ("Deployment", "worker"), ("Job", "migrate"))
 RATE_LIMIT_MIDDLEWARE = "outreach-public-ratelimit"
 DRAIN_SECONDS = 20  # the service's bounded drain after SIGTERM (API contract)
 
@@ -111,9 +112,13 @@ def all_manifests() -> list[dict[str, Any]]:
     return [doc for path in MANIFEST_FILES for doc in load_docs(path)]
 
 
-def the_one(kind: str) -> dict[str, Any]:
-    found = [doc for doc in all_manifests() if doc.get("kind") == kind]
-    assert len(found) == 1, f"expected exactly one {kind} under deploy/k8s, found {len(found)}"
+def the_one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        doc
+        for doc in all_manifests()
+        if doc.get("kind") == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected exactly one {kind} {name or ''} under deploy/k8s"
     return found[0]
 
 
@@ -240,7 +245,7 @@ def test_example_secret_is_only_an_example() -> None:
 
 def test_cilium_network_policy() -> None:
     # CRD (cilium.io/v2): checked by hand, kubernetes-validate has no schema for it.
-    policy = the_one("CiliumNetworkPolicy")
+    policy = the_one("CiliumNetworkPolicy", "outreach")
     assert policy["apiVersion"] == "cilium.io/v2"
     spec = as_dict(policy["spec"])
     assert spec["endpointSelector"] == {"matchLabels": {"app.kubernetes.io/name": "outreach"}}
@@ -362,7 +367,7 @@ def test_prometheusrule_groups_equal_alerts_file() -> None:
 
 
 def deployment_pod_spec() -> dict[str, Any]:
-    return as_dict(the_one("Deployment")["spec"]["template"]["spec"])
+    return as_dict(the_one("Deployment", "outreach")["spec"]["template"]["spec"])
 
 
 def test_deployment_probes() -> None:
@@ -438,7 +443,7 @@ def test_deployment_security() -> None:
 
 
 def test_deployment_resources_and_scrape_annotations() -> None:
-    deployment = the_one("Deployment")
+    deployment = the_one("Deployment", "outreach")
     assert deployment["spec"]["replicas"] == 1
     annotations = as_dict(deployment["spec"]["template"]["metadata"]["annotations"])
     assert annotations["prometheus.io/scrape"] == "true"
@@ -449,7 +454,7 @@ def test_deployment_resources_and_scrape_annotations() -> None:
 
 
 def test_service_hpa_and_job_fit_the_deployment() -> None:
-    deployment = the_one("Deployment")
+    deployment = the_one("Deployment", "outreach")
     pod_labels = as_dict(deployment["spec"]["template"]["metadata"]["labels"])
     service = the_one("Service")
     selector = as_dict(service["spec"]["selector"])
@@ -614,8 +619,14 @@ def rendered_one(kind: str) -> dict[str, Any]:
 
 def workload(kind: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pod spec, container) of a rendered workload."""
-    pod_spec = as_dict(rendered_one(kind)["spec"]["template"]["spec"])
-    return pod_spec, container(pod_spec, name)
+    pods = [
+        as_dict(doc["spec"]["template"]["spec"])
+        for doc in rendered_resources()
+        if doc.get("kind") == kind
+        and any(c["name"] == name for c in doc["spec"]["template"]["spec"]["containers"])
+    ]
+    assert len(pods) == 1, f"expected one rendered {kind} with a container {name!r}"
+    return pods[0], container(pods[0], name)
 
 
 def example_secret() -> dict[str, str]:
@@ -718,7 +729,7 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings()
 
 
-@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[k for k, _ in WORKLOADS])
+@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[f"{k}-{n}" for k, n in WORKLOADS])
 def test_workload_passes_check_production(
     kind: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -745,7 +756,7 @@ def test_check_production_sees_only_the_given_environment(
         settings.check_production()
 
 
-@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[k for k, _ in WORKLOADS])
+@pytest.mark.parametrize(("kind", "name"), WORKLOADS, ids=[f"{k}-{n}" for k, n in WORKLOADS])
 def test_secrets_come_from_the_secret_never_a_literal(kind: str, name: str) -> None:
     pod_spec, cont = workload(kind, name)
     config = as_dict(rendered_one("ConfigMap")["data"])
@@ -768,3 +779,53 @@ def test_secrets_come_from_the_secret_never_a_literal(kind: str, name: str) -> N
             assert ref["name"] == SECRET_NAME, f"{kind}: {path} is not from {SECRET_NAME}"
             assert ref["key"] in example_secret()
     assert {"TOKEN_SECRET", "TOKEN_SECRET_FILE"} & set(entries), f"{kind}: no TOKEN_SECRET"
+
+
+# --------------------------------------------------------------------------- the job worker
+
+
+def test_the_queue_runs_in_worker_pods_that_alone_reach_the_internet() -> None:
+    """Mail and webhooks are worked by `outreach worker` pods (the API pods say
+    JOBS_WORKER=false), which make ids of their own, open the sealed webhook secrets, and
+    are the only pods with an egress rule to the internet (HTTPS and SMTP only)."""
+    api = container(deployment_pod_spec(), "outreach")
+    assert env_value(api, "JOBS_WORKER") == "false"
+
+    deployment = the_one("Deployment", "outreach-worker")
+    pod = as_dict(deployment["spec"]["template"])
+    worker = container(as_dict(pod["spec"]), "worker")
+    assert worker["args"][0] == "worker"
+    metrics_port = int(worker["args"][worker["args"].index("--metrics-port") + 1])
+    assert [p["containerPort"] for p in worker["ports"]] == [metrics_port]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
+    assert env_value(worker, "APP_ENV") == "production"
+    assert env_value(worker, "APP_ENV_NODE_ID") == "auto"
+    assert env_value(worker, "TOKEN_SECRET_FILE") == env_value(api, "TOKEN_SECRET_FILE")
+    assert worker["envFrom"] == api["envFrom"]
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        assert env_value(worker, name) == env_value(api, name)
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > DRAIN_SECONDS
+
+    worker_labels = as_dict(pod["metadata"]["labels"])
+    api_policy = the_one("CiliumNetworkPolicy", "outreach")
+    selector = api_policy["spec"]["endpointSelector"]["matchLabels"]
+    assert not selector.items() <= worker_labels.items(), "the API policy selects the workers"
+    assert "toEntities" not in str(api_policy["spec"]["egress"]), "API pods reach the internet"
+
+    policy = the_one("CiliumNetworkPolicy", "outreach-worker")
+    spec = as_dict(policy["spec"])
+    assert spec["endpointSelector"]["matchLabels"].items() <= worker_labels.items()
+    world_ports: set[str] = set()
+    for item in as_list(spec["egress"]):
+        rule = as_dict(item)
+        ports = {p["port"] for tp in as_list(rule["toPorts"]) for p in as_list(tp["ports"])}
+        if "toEntities" in rule:
+            assert rule["toEntities"] == ["world"]
+            world_ports |= ports
+        else:
+            assert ports <= {"53", "6379", "5432"}
+    assert world_ports == {"443", "465", "587"}
+    for item in as_list(spec["ingress"]):
+        ports = {p["port"] for tp in as_list(item["toPorts"]) for p in as_list(tp["ports"])}
+        assert ports == {str(metrics_port)}
