@@ -22,6 +22,7 @@ from outreach.config import Settings
 from outreach.db.base import make_engine, make_sessionmaker
 from outreach.db.fast import FastDB, make_fastdb
 from outreach.jobs import (
+    LEAF,
     MAIL_SCHEDULE,
     WEBHOOK_SCHEDULE,
     GiveUp,
@@ -307,6 +308,42 @@ async def test_stats_count_waiting_jobs_and_the_oldest_age(db: QueueDB) -> None:
     assert mine.queued == 3
     assert mine.failed == 0
     assert 1.0 <= mine.oldest_seconds < 30
+
+
+async def test_the_jobs_a_fan_out_queued_run_before_the_fan_outs_waiting(db: QueueDB) -> None:
+    """A backlog of fan-outs (each queuing a delivery): with LEAF priority the queue drains
+    depth first, so every delivery runs before the fan-outs queued after its own; first in,
+    first out it would wait behind all of them (PostgreSQL; SQLite stays FIFO)."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite's in-process queue is first in, first out (README)")
+    fan_out, deliver = new_kind(), new_kind()
+    order: list[str] = []
+
+    async def fan(job: Job) -> None:
+        order.append(f"fan{job.payload['n']}")
+        await enqueue(db.fastdb, deliver, {"n": job.payload["n"]}, priority=LEAF)
+
+    async def delivered(job: Job) -> None:
+        order.append(f"deliver{job.payload['n']}")
+
+    async with db.fastdb.transaction() as conn:
+        for n in range(6):
+            await enqueue(conn, fan_out, {"n": n})
+    registry = Registry()
+    registry.add(fan_out, fan, FAST)
+    registry.add(deliver, delivered, FAST)
+    worker = db.worker(registry, concurrency=1)  # a job or two at a time
+    await worker.start()
+
+    async def all_ran() -> bool:
+        return len(order) == 12
+
+    await eventually(all_ran, timeout=30)
+    # First in, first out would run fan0..fan5 before deliver0. Depth first, each delivery
+    # runs before the fan-out two after its own (one may already be running beside it).
+    assert sorted(order) == sorted(f"{step}{n}" for n in range(6) for step in ("fan", "deliver"))
+    for n in range(4):
+        assert order.index(f"deliver{n}") < order.index(f"fan{n + 2}"), order
 
 
 # ---- concurrency and stopping --------------------------------------------------------------

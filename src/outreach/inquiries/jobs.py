@@ -13,7 +13,7 @@ from outreach.config import Settings
 from outreach.inquiries import repository
 from outreach.inquiries.models import InquiryStatus
 from outreach.inquiries.schemas import inquiry_json
-from outreach.jobs import MAIL_SCHEDULE, Job, Registry, enqueue
+from outreach.jobs import LEAF, MAIL_SCHEDULE, Job, Registry, enqueue
 from outreach.mail import Mail, address_hash, visitor_address
 from outreach.state import State
 from outreach.templates import Language, message, render
@@ -49,10 +49,12 @@ def register(registry: Registry, state: State) -> None:
             async with state.fastdb.transaction() as conn:
                 for inquiry_id in ids:
                     for address in settings.inquiry_notify_to:
-                        await enqueue(conn, NOTIFY, {"inquiryId": inquiry_id, "to": address})
+                        await enqueue(
+                            conn, NOTIFY, {"inquiryId": inquiry_id, "to": address}, priority=LEAF
+                        )
                     if settings.inquiry_ack:
                         lang = {"lang": job.payload["lang"]} if "lang" in job.payload else {}
-                        await enqueue(conn, ACK, {"inquiryId": inquiry_id, **lang})
+                        await enqueue(conn, ACK, {"inquiryId": inquiry_id, **lang}, priority=LEAF)
         # The webhooks listening (State.outbox): the event, with the inquiry as its
         # payload (the realtime one). Run twice after a crash, it queues nothing new: one
         # message per endpoint and source, so one webhook-id per event.

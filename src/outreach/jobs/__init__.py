@@ -36,7 +36,7 @@ started and stopped by the lifespan), `outreach worker` runs one alone. `stats()
 `purge()` feed the metrics and the hourly purge.
 """
 
-from outreach.jobs.queue import KindStats, enqueue, job_insert, payload_bytes, purge, stats
+from outreach.jobs.queue import LEAF, KindStats, enqueue, job_insert, payload_bytes, purge, stats
 from outreach.jobs.registry import (
     MAIL_SCHEDULE,
     WEBHOOK_SCHEDULE,
@@ -50,6 +50,7 @@ from outreach.jobs.registry import (
 from outreach.jobs.worker import PgWorker, SqliteWorker, Worker, make_worker
 
 __all__ = [
+    "LEAF",
     "MAIL_SCHEDULE",
     "WEBHOOK_SCHEDULE",
     "GiveUp",

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Float,
+    Integer,
     LargeBinary,
     bindparam,
     delete,
@@ -94,7 +95,7 @@ def _delayed(dialect: str) -> Executable:
     kind: BindParameter[str] = bindparam("p_kind")
     if dialect == "postgresql":
         return insert(pgqueuer).values(
-            priority=0,
+            priority=bindparam("p_priority", type_=Integer),
             entrypoint=kind,
             payload=payload,
             status=_QUEUED,
@@ -110,6 +111,7 @@ def _delayed(dialect: str) -> Executable:
     )
 
 
+LEAF = 1  # the priority of a job that queues no other (see enqueue)
 _ENQUEUE = {"postgresql": _delayed("postgresql"), "sqlite": _delayed("sqlite")}
 
 
@@ -119,19 +121,26 @@ async def enqueue(
     payload: Mapping[str, Any],
     *,
     delay_seconds: float = 0,
+    priority: int = 0,
 ) -> None:
     """Queue a `kind` job in `conn`'s transaction: it runs once that commits, never if it
     rolls back. `conn` is a FastConn (db/fast.py; a FastDB itself commits the job alone) or
-    the request's AsyncSession (joins its transaction)."""
-    params = {
+    the request's AsyncSession (joins its transaction).
+
+    `priority`: on PostgreSQL a ready job of a higher priority is taken before older ones of
+    a lower (pgqueuer orders by priority, then id). The jobs a fan-out queues (LEAF: one mail,
+    one webhook delivery) outrank the fan-outs (0: the submit's `inquiry.sent`), so under a
+    backlog the queue drains depth first: the deliveries a fan-out made do not wait behind
+    every fan-out queued after it. SQLite's in-process queue stays first in, first out."""
+    params: dict[str, Any] = {
         "p_kind": _kind(kind),
         "p_payload": payload_bytes(payload),
         "p_delay": float(delay_seconds),
     }
-    if isinstance(conn, AsyncSession):
-        await conn.execute(_ENQUEUE[conn.get_bind().dialect.name], params)
-    else:
-        await conn.execute(_ENQUEUE[conn.dialect], params)
+    dialect = conn.get_bind().dialect.name if isinstance(conn, AsyncSession) else conn.dialect
+    if dialect == "postgresql":
+        params["p_priority"] = priority
+    await conn.execute(_ENQUEUE[dialect], params)
 
 
 @dataclass(frozen=True, slots=True)

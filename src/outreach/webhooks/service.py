@@ -15,7 +15,7 @@ from outreach.core.errors import NotFound, ValidationFailed
 from outreach.core.schemas import format_time
 from outreach.db.base import utcnow
 from outreach.db.listing import ListQuery, page_body
-from outreach.jobs import WEBHOOK_SCHEDULE, Job, Registry, RetryLater, enqueue
+from outreach.jobs import LEAF, WEBHOOK_SCHEDULE, Job, Registry, RetryLater, enqueue
 from outreach.outbound.guard import Refused, Sent
 from outreach.state import State
 from outreach.subscribers.tokens import token_secrets
@@ -186,7 +186,7 @@ class WebhookService:
         ):
             return None
         # The job names the message only: its body (personal data) stays in our table.
-        await enqueue(session, DELIVER, {"messageId": str(message_id)})
+        await enqueue(session, DELIVER, {"messageId": str(message_id)}, priority=LEAF)
         return message_id
 
     async def queue_event(
