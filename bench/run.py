@@ -393,6 +393,17 @@ def submit_with_webhook(base: str, auth: dict[str, str], results: dict[str, Any]
         receiver.close()
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the graceful drain), then SIGKILL after 30 s; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class WorkerProcess:
     """`outreach worker` apart from the web replica (the production layout for webhooks:
     JOBS_WORKER=false on the replicas)."""
@@ -407,13 +418,7 @@ class WorkerProcess:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log_file.close()
 
 
@@ -600,12 +605,7 @@ class Server:
         return max([rss_mb(k) for k in kids] or [rss_mb(self.proc.pid)])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self.log_file.close()
 
 
